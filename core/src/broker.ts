@@ -1,0 +1,216 @@
+import 'reflect-metadata';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { resolve as resolvePath } from 'node:path';
+import type Koa from 'koa';
+import { container as rootContainer, type DependencyContainer } from 'tsyringe';
+import { tokens, type BrokerInfo, type Clock, type Logger, type ReplayStore, type Token } from '@tessera/plugin-sdk';
+import { PinoAuditSink, type AuditSink } from './audit/audit-log.js';
+import { systemClock } from './clock.js';
+import type { Locator } from './config/errors.js';
+import type { BrokerConfig } from './config/schema.js';
+import { coreTokens } from './di/tokens.js';
+import { provideFactory, provideValue, resolve } from './di/container.js';
+import { createHttpApp } from './http/app.js';
+import { GuardedFetcher } from './http/fetcher.js';
+import { authorizationServerMetadata } from './http/metadata.js';
+import { loadKeyRing } from './keys/key-ring.js';
+import { DEFAULT_JWKS_OPTIONS, RemoteJwksCache, type RemoteJwksOptions } from './keys/remote-jwks.js';
+import { createLogger } from './logging.js';
+import { ClientAuthenticator } from './oauth/client-auth.js';
+import { ExchangePipeline } from './oauth/exchange-pipeline.js';
+import { InMemoryReplayStore } from './oauth/replay-store.js';
+import { GRANT_TYPE_URIS, TokenEndpoint } from './oauth/token-endpoint.js';
+import { initPlugins, resolvePlugins, type LoadedPlugin } from './plugins/loader.js';
+import { IssuerRegistry, ValidatorRegistry } from './plugins/registry.js';
+import { PolicyEngine } from './policy/policy-engine.js';
+
+/** Edges a host (or a test) may replace. Each is registered in the broker's own container. */
+export interface BrokerOptions {
+  /** Directory relative config paths resolve against (default: cwd). */
+  readonly baseDir?: string;
+  readonly locate?: Locator;
+  readonly clock?: Clock;
+  readonly logger?: Logger;
+  readonly audit?: AuditSink;
+  readonly replayStore?: ReplayStore;
+  readonly fetch?: typeof fetch;
+  readonly jwks?: Partial<RemoteJwksOptions>;
+}
+
+export interface RunningServer {
+  readonly url: string;
+  readonly server: Server;
+  close(): Promise<void>;
+}
+
+export interface Broker {
+  readonly config: BrokerConfig;
+  readonly info: BrokerInfo;
+  readonly app: Koa;
+  readonly plugins: readonly LoadedPlugin[];
+  /** The broker's own child container. */
+  readonly container: DependencyContainer;
+  resolve<T>(key: Token<T>): T;
+  /** Listens on the configured address (PORT overrides the port). */
+  listen(address?: { host?: string; port?: number }): Promise<RunningServer>;
+  close(): Promise<void>;
+}
+
+/** Derives where the broker is reached from its issuer identifier. */
+export function brokerInfoFor(issuer: string): BrokerInfo & { basePath: string; jwksUri: string } {
+  const base = issuer.replace(/\/$/, '');
+  return { issuer, tokenEndpoint: `${base}/token`, jwksUri: `${base}/keys`, basePath: new URL(issuer).pathname };
+}
+
+/**
+ * The composition root: builds one broker on its own child container. Async setup (keys, plugins) runs
+ * first; everything else is a cached factory on the child container, so two brokers share nothing.
+ */
+export async function createBroker(config: BrokerConfig, options: BrokerOptions = {}): Promise<Broker> {
+  const baseDir = options.baseDir ?? process.cwd();
+  const container = rootContainer.createChildContainer();
+  const closers: (() => void | Promise<void>)[] = [];
+  const log = options.logger ?? createLogger(config.log.level);
+  const clock = options.clock ?? systemClock;
+  const info = brokerInfoFor(config.issuer);
+
+  const fetcher = new GuardedFetcher(config.network, options.fetch);
+  const jwks = new RemoteJwksCache(fetcher, clock, log, { ...DEFAULT_JWKS_OPTIONS, ...options.jwks });
+  const keyRing = await loadKeyRing(config.keys, { baseDir, dataDir: config.dataDir, log });
+
+  provideValue(container, coreTokens.config, config);
+  provideValue(container, tokens.clock, clock);
+  provideValue(container, tokens.logger, log);
+  provideValue(container, tokens.httpFetcher, fetcher);
+  provideValue(container, tokens.jwksCache, jwks);
+  provideValue(container, tokens.keyRing, keyRing);
+  provideValue(container, tokens.replayStore, options.replayStore ?? new InMemoryReplayStore(clock));
+  provideValue(container, tokens.brokerInfo, { issuer: info.issuer, tokenEndpoint: info.tokenEndpoint });
+
+  const resolved = await resolvePlugins(config.plugins, baseDir, options.locate);
+  const plugins = await initPlugins(resolved, container);
+  const validators = new ValidatorRegistry();
+  const issuers = new IssuerRegistry();
+  for (const plugin of plugins) {
+    for (const validator of plugin.provides.validators ?? []) validators.add(plugin.name, validator);
+    for (const issuer of plugin.provides.issuers ?? []) issuers.add(plugin.name, issuer);
+    if (plugin.provides.close) closers.push(plugin.provides.close);
+  }
+  provideValue(container, coreTokens.validators, validators);
+  provideValue(container, coreTokens.issuers, issuers);
+
+  let audit = options.audit;
+  if (!audit) {
+    const sink = new PinoAuditSink(config.audit.destination, baseDir);
+    closers.push(() => sink.close());
+    audit = sink;
+  }
+  provideValue(container, coreTokens.audit, audit);
+  provideFactory(container, coreTokens.policy, () => new PolicyEngine(config.policy.rules));
+  provideFactory(
+    container,
+    coreTokens.clientAuthenticator,
+    (c) =>
+      new ClientAuthenticator(config.clients, config.clientAuth, {
+        jwks: resolve(c, tokens.jwksCache),
+        replay: resolve(c, tokens.replayStore),
+        clock: resolve(c, tokens.clock),
+        broker: resolve(c, tokens.brokerInfo),
+      }),
+  );
+  provideFactory(
+    container,
+    coreTokens.pipeline,
+    (c) =>
+      new ExchangePipeline({
+        validators: resolve(c, coreTokens.validators),
+        issuers: resolve(c, coreTokens.issuers),
+        policy: resolve(c, coreTokens.policy),
+        clock: resolve(c, tokens.clock),
+        log: resolve(c, tokens.logger),
+        broker: resolve(c, tokens.brokerInfo),
+        validationTimeoutMs: config.limits.validationTimeoutMs,
+      }),
+  );
+  provideFactory(
+    container,
+    coreTokens.tokenEndpoint,
+    (c) =>
+      new TokenEndpoint({
+        authenticator: resolve(c, coreTokens.clientAuthenticator),
+        pipeline: resolve(c, coreTokens.pipeline),
+        audit: resolve(c, coreTokens.audit),
+        clock: resolve(c, tokens.clock),
+        log: resolve(c, tokens.logger),
+        broker: resolve(c, tokens.brokerInfo),
+      }),
+  );
+
+  // Resolve eagerly so config errors (bad client keys, bad hashes) stop startup, not the first request.
+  const authenticator = resolve(container, coreTokens.clientAuthenticator);
+  const grantTypes = [...new Set(config.clients.flatMap((client) => client.grantTypes))].map((name) => GRANT_TYPE_URIS[name]);
+  const app = createHttpApp({
+    tokenEndpoint: resolve(container, coreTokens.tokenEndpoint),
+    keyRing,
+    log,
+    basePath: info.basePath,
+    maxBodyBytes: config.limits.maxBodyBytes,
+    metadata: authorizationServerMetadata({
+      broker: info,
+      jwksUri: info.jwksUri,
+      grantTypes,
+      authMethods: authenticator.methodsSupported(),
+      authSigningAlgorithms: authenticator.signingAlgorithms(),
+      subjectTokenTypes: validators.types(),
+      issuedTokenTypes: issuers.types(),
+    }),
+  });
+
+  const servers = new Set<RunningServer>();
+  let closed = false;
+  const broker: Broker = {
+    config,
+    info: { issuer: info.issuer, tokenEndpoint: info.tokenEndpoint },
+    app,
+    plugins,
+    container,
+    resolve: (key) => resolve(container, key),
+    async listen(address = {}) {
+      const envPort = process.env.PORT ? Number(process.env.PORT) : undefined;
+      const port = address.port ?? envPort ?? config.listen.port;
+      const host = address.host ?? config.listen.host;
+      const server = createServer({ headersTimeout: 10_000, requestTimeout: 30_000 }, app.callback());
+      await new Promise<void>((done, fail) => {
+        server.once('error', fail);
+        server.listen(port, host, () => done());
+      });
+      const bound = server.address() as AddressInfo;
+      const running: RunningServer = {
+        url: `http://${bound.family === 'IPv6' ? `[${bound.address}]` : bound.address}:${bound.port}`,
+        server,
+        close: () =>
+          new Promise<void>((done) => {
+            servers.delete(running);
+            server.close(() => done());
+            server.closeAllConnections();
+          }),
+      };
+      servers.add(running);
+      return running;
+    },
+    async close() {
+      if (closed) return;
+      closed = true;
+      await Promise.all([...servers].map((server) => server.close()));
+      for (const close of closers.reverse()) await close();
+      container.clearInstances();
+    },
+  };
+  return broker;
+}
+
+/** Resolves `dataDir` the way the broker does, for CLI messages. */
+export function dataDirOf(config: BrokerConfig, baseDir: string): string {
+  return resolvePath(baseDir, config.dataDir);
+}

@@ -1,0 +1,3 @@
+import type { Clock } from '@tessera/plugin-sdk';
+
+export const systemClock: Clock = { now: () => new Date() };

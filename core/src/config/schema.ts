@@ -1,0 +1,189 @@
+import { z } from 'zod';
+
+const LOOPBACK = /^(127\.\d+\.\d+\.\d+|localhost|\[::1\])$/;
+
+/** An absolute https URL; http only for loopback hosts (development and tests). */
+const publicUrl = z.string().superRefine((value, ctx) => {
+  if (!URL.canParse(value)) return void ctx.addIssue({ code: 'custom', message: 'must be an absolute URL' });
+  const url = new URL(value);
+  if (url.protocol !== 'https:' && !(url.protocol === 'http:' && LOOPBACK.test(url.hostname))) {
+    ctx.addIssue({ code: 'custom', message: 'must be https (http only for loopback)' });
+  }
+  if (url.search || url.hash || url.username || url.password) {
+    ctx.addIssue({ code: 'custom', message: 'must have no query, fragment or credentials' });
+  }
+});
+
+const tokenTypeUrn = z.string().regex(/^urn:\S+$/, 'must be a urn:');
+
+/** Short grant type names used in config, mapped to RFC grant type URIs by the token endpoint. */
+export const GRANT_TYPE_NAMES = ['token_exchange', 'jwt_bearer', 'client_credentials'] as const;
+export type GrantTypeName = (typeof GRANT_TYPE_NAMES)[number];
+
+export const SIGNING_ALGORITHMS = ['ES256', 'ES384', 'EdDSA', 'RS256', 'PS256'] as const;
+const ASSERTION_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519'] as const;
+
+const jwksSchema = z.object({ keys: z.array(z.record(z.string(), z.unknown())).min(1) }).describe('Inline JWK Set (public keys)');
+
+const secretHash = z
+  .string()
+  .regex(/^\$scrypt\$/, 'must be a scrypt hash made by `tessera secret hash`')
+  .meta({ secret: true })
+  .describe('scrypt hash of the client secret (never the secret itself)');
+
+const clientAuthSchema = z.discriminatedUnion('method', [
+  z
+    .object({
+      method: z.literal('private_key_jwt'),
+      jwks: jwksSchema.optional(),
+      jwksUri: publicUrl.optional().describe('Where the client publishes its keys'),
+      algorithms: z.array(z.enum(ASSERTION_ALGORITHMS)).min(1).optional().describe('Allowed assertion algorithms (default: clientAuth.algorithms)'),
+    })
+    .strict()
+    .refine((auth) => (auth.jwks === undefined) !== (auth.jwksUri === undefined), 'exactly one of jwks or jwksUri is required'),
+  z.object({ method: z.literal('client_secret_basic'), secretHash }).strict(),
+  z.object({ method: z.literal('client_secret_post'), secretHash }).strict(),
+  z.object({ method: z.literal('none') }).strict().describe('Public client: identified by client_id only. Use only where the network already authenticates callers'),
+]);
+
+const clientSchema = z
+  .object({
+    id: z.string().min(1).max(256),
+    description: z.string().optional(),
+    auth: clientAuthSchema,
+    grantTypes: z.array(z.enum(GRANT_TYPE_NAMES)).min(1).default(['token_exchange']).describe('Grant types this client may use'),
+  })
+  .strict();
+
+/** Exact string, or a glob: `*` = any run without `/`, `**` = any run. Always anchored. */
+const pattern = z.string().min(1).describe('exact value or glob (* within a path segment, ** across segments)');
+
+const ruleSchema = z
+  .object({
+    id: z.string().min(1),
+    description: z.string().optional(),
+    match: z
+      .object({
+        clients: z.array(pattern).optional().describe('Client ids'),
+        grantTypes: z.array(z.enum(GRANT_TYPE_NAMES)).optional(),
+        subjectTokenTypes: z.array(tokenTypeUrn).optional(),
+        issuers: z.array(pattern).optional().describe('Exact or glob issuer of the subject token'),
+        subjects: z.array(pattern).optional().describe('Subject of the subject token'),
+        requestedTokenTypes: z.array(tokenTypeUrn).optional(),
+      })
+      .strict()
+      .default({}),
+    grant: z
+      .object({
+        audiences: z.array(pattern).default([]).describe('Audiences and resources that may be requested'),
+        defaultAudiences: z.array(z.string().min(1)).default([]).describe('Issued when the request names none'),
+        scopes: z.array(z.string().regex(/^[\x21\x23-\x5b\x5d-\x7e]+$/, 'must be a scope token')).default([]),
+        defaultScopes: z.array(z.string()).default([]).describe('Issued when the request names no scope'),
+        maxLifetimeSeconds: z.number().int().positive().max(86_400).default(600),
+        allowLifetimeBeyondSubject: z
+          .boolean()
+          .default(false)
+          .describe('Let the issued token outlive the subject token (off: exp <= subject exp)'),
+      })
+      .strict()
+      .default({ audiences: [], defaultAudiences: [], scopes: [], defaultScopes: [], maxLifetimeSeconds: 600, allowLifetimeBeyondSubject: false }),
+  })
+  .strict();
+
+export const brokerConfigSchema = z
+  .object({
+    $schema: z.string().optional(),
+    issuer: publicUrl.describe('Issuer identifier (RFC 8414): the public base URL; tokens sent here must name it in aud'),
+    listen: z
+      .object({
+        host: z.string().default('127.0.0.1'),
+        port: z.number().int().min(0).max(65_535).default(8080).describe('Overridden by the PORT environment variable'),
+      })
+      .strict()
+      .default({ host: '127.0.0.1', port: 8080 }),
+    dataDir: z.string().default('.tessera').describe('Where generated keys are kept (relative to the config file)'),
+    network: z
+      .object({
+        allowLoopbackHttp: z.boolean().default(false).describe('Allow plain-HTTP fetches to loopback (development and tests only)'),
+        timeoutMs: z.number().int().positive().max(30_000).default(5_000),
+        maxResponseBytes: z.number().int().positive().max(4_194_304).default(524_288),
+      })
+      .strict()
+      .default({ allowLoopbackHttp: false, timeoutMs: 5_000, maxResponseBytes: 524_288 }),
+    keys: z
+      .object({
+        algorithm: z.enum(SIGNING_ALGORITHMS).default('ES256').describe('Algorithm of a generated key'),
+        files: z
+          .array(
+            z
+              .object({
+                path: z.string().min(1).describe('PKCS#8 PEM or private JWK file'),
+                kid: z.string().optional().describe('Default: the RFC 7638 thumbprint'),
+                algorithm: z.enum(SIGNING_ALGORITHMS).optional().describe('Default: inferred from the key type'),
+              })
+              .strict(),
+          )
+          .default([])
+          .describe('Signing keys; the first signs, all are published'),
+        generate: z.boolean().default(false).describe('Generate and persist a key under dataDir when none is given (development only)'),
+      })
+      .strict()
+      .default({ algorithm: 'ES256', files: [], generate: false }),
+    clientAuth: z
+      .object({
+        assertionMaxLifetimeSeconds: z.number().int().positive().max(3_600).default(300),
+        clockSkewSeconds: z.number().int().min(0).max(300).default(60),
+        algorithms: z.array(z.enum(ASSERTION_ALGORITHMS)).min(1).default(['RS256', 'ES256', 'EdDSA', 'PS256']),
+      })
+      .strict()
+      .default({ assertionMaxLifetimeSeconds: 300, clockSkewSeconds: 60, algorithms: ['RS256', 'ES256', 'EdDSA', 'PS256'] }),
+    clients: z
+      .array(clientSchema)
+      .default([])
+      .refine((clients) => new Set(clients.map((client) => client.id)).size === clients.length, 'client id listed twice'),
+    plugins: z
+      .array(
+        z
+          .object({
+            use: z.string().min(1).describe('Package name or path (relative to the config file) of the plugin'),
+            config: z.unknown().default({}).describe("The plugin's own config block"),
+          })
+          .strict(),
+      )
+      .default([]),
+    policy: z
+      .object({
+        rules: z
+          .array(ruleSchema)
+          .default([])
+          .refine((rules) => new Set(rules.map((rule) => rule.id)).size === rules.length, 'rule id listed twice'),
+      })
+      .strict()
+      .default({ rules: [] }),
+    limits: z
+      .object({
+        maxBodyBytes: z.number().int().positive().max(1_048_576).default(65_536),
+        validationTimeoutMs: z.number().int().positive().max(30_000).default(5_000),
+      })
+      .strict()
+      .default({ maxBodyBytes: 65_536, validationTimeoutMs: 5_000 }),
+    audit: z
+      .object({
+        destination: z
+          .union([z.enum(['stdout', 'stderr']), z.object({ file: z.string().min(1) }).strict()])
+          .default('stdout')
+          .describe('stdout, stderr, or { file: path }'),
+      })
+      .strict()
+      .default({ destination: 'stdout' }),
+    log: z
+      .object({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info') })
+      .strict()
+      .default({ level: 'info' }),
+  })
+  .strict();
+
+export type BrokerConfig = z.output<typeof brokerConfigSchema>;
+export type BrokerConfigInput = z.input<typeof brokerConfigSchema>;
+export type ClientConfig = BrokerConfig['clients'][number];
+export type PolicyRuleConfig = BrokerConfig['policy']['rules'][number];

@@ -1,0 +1,20 @@
+import { token } from '@tessera/plugin-sdk';
+import type { AuditSink } from '../audit/audit-log.js';
+import type { BrokerConfig } from '../config/schema.js';
+import type { ClientAuthenticator } from '../oauth/client-auth.js';
+import type { ExchangePipeline } from '../oauth/exchange-pipeline.js';
+import type { TokenEndpoint } from '../oauth/token-endpoint.js';
+import type { IssuerRegistry, ValidatorRegistry } from '../plugins/registry.js';
+import type { PolicyEngine } from '../policy/policy-engine.js';
+
+/** Core-only DI tokens. Plugins see only the SDK's `tokens`. */
+export const coreTokens = {
+  config: token<BrokerConfig>('tessera.config'),
+  validators: token<ValidatorRegistry>('tessera.validators'),
+  issuers: token<IssuerRegistry>('tessera.issuers'),
+  policy: token<PolicyEngine>('tessera.policy'),
+  clientAuthenticator: token<ClientAuthenticator>('tessera.clientAuthenticator'),
+  audit: token<AuditSink>('tessera.audit'),
+  pipeline: token<ExchangePipeline>('tessera.pipeline'),
+  tokenEndpoint: token<TokenEndpoint>('tessera.tokenEndpoint'),
+} as const;

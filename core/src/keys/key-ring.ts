@@ -1,0 +1,123 @@
+import { createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto';
+import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
+import { calculateJwkThumbprint, createLocalJWKSet, exportJWK, generateKeyPair, SignJWT, type JSONWebKeySet, type JWK, type JWTPayload, type JWTVerifyGetKey } from 'jose';
+import type { KeyRing, Logger, SignedToken } from '@tessera/plugin-sdk';
+import { ConfigError } from '../config/errors.js';
+import type { BrokerConfig } from '../config/schema.js';
+
+type SigningAlgorithm = BrokerConfig['keys']['algorithm'];
+
+interface SigningKey {
+  readonly kid: string;
+  readonly alg: SigningAlgorithm;
+  readonly privateKey: KeyObject;
+  readonly publicJwk: JWK;
+}
+
+/** The broker's signing keys: the first signs, all are published for verification (so rotation overlaps). */
+export class LocalKeyRing implements KeyRing {
+  readonly #keys: readonly SigningKey[];
+  readonly #jwks: JSONWebKeySet;
+  readonly #verifier: JWTVerifyGetKey;
+
+  constructor(keys: readonly SigningKey[]) {
+    if (keys.length === 0) throw new ConfigError(['keys: no signing key; set keys.files, or keys.generate for development']);
+    this.#keys = keys;
+    this.#jwks = { keys: keys.map((key) => key.publicJwk) };
+    this.#verifier = createLocalJWKSet(this.#jwks);
+  }
+
+  get algorithms(): readonly string[] {
+    return [...new Set(this.#keys.map((key) => key.alg))];
+  }
+
+  async sign(claims: JWTPayload, options: { readonly typ: string }): Promise<SignedToken> {
+    const active = this.#keys[0]!;
+    const token = await new SignJWT(claims).setProtectedHeader({ alg: active.alg, kid: active.kid, typ: options.typ }).sign(active.privateKey);
+    return { token, kid: active.kid, alg: active.alg };
+  }
+
+  publicJwks(): JSONWebKeySet {
+    return structuredClone(this.#jwks);
+  }
+
+  verifier(): JWTVerifyGetKey {
+    return this.#verifier;
+  }
+}
+
+/** Loads the configured key files, or on the embedded default generates one key once and keeps it under dataDir. */
+export async function loadKeyRing(config: BrokerConfig['keys'], options: { baseDir: string; dataDir: string; log: Logger }): Promise<LocalKeyRing> {
+  const keys: SigningKey[] = [];
+  for (const [index, file] of config.files.entries()) {
+    const path = resolve(options.baseDir, file.path);
+    let text: string;
+    try {
+      text = await readFile(path, 'utf8');
+    } catch {
+      throw new ConfigError([`keys.files[${index}].path: cannot read the key file`]);
+    }
+    try {
+      keys.push(await toSigningKey(parsePrivateKey(text), file.algorithm, file.kid));
+    } catch (error) {
+      throw new ConfigError([`keys.files[${index}]: ${error instanceof Error ? error.message : 'unusable key'}`]);
+    }
+  }
+  if (keys.length === 0 && config.generate) keys.push(await generatedKey(config.algorithm, resolve(options.baseDir, options.dataDir), options.log));
+  return new LocalKeyRing(keys);
+}
+
+/** A new private key as a JWK (with `alg` and a thumbprint `kid`), for `tessera keys generate`. */
+export async function generatePrivateJwk(alg: SigningAlgorithm): Promise<JWK> {
+  const { privateKey } = await generateKeyPair(alg, { extractable: true, ...(alg === 'EdDSA' ? { crv: 'Ed25519' } : {}) });
+  const jwk = await exportJWK(privateKey);
+  return { ...jwk, alg, kid: await calculateJwkThumbprint(jwk) };
+}
+
+async function generatedKey(alg: SigningAlgorithm, dataDir: string, log: Logger): Promise<SigningKey> {
+  const path = resolve(dataDir, 'signing-key.jwk.json');
+  let jwk: JWK;
+  try {
+    jwk = JSON.parse(await readFile(path, 'utf8')) as JWK;
+  } catch {
+    jwk = await generatePrivateJwk(alg);
+    await mkdir(dirname(path), { recursive: true, mode: 0o700 });
+    await writeFile(path, `${JSON.stringify(jwk, null, 2)}\n`, { mode: 0o600 });
+    await chmod(path, 0o600);
+    log.warn({ keyFile: path }, 'generated a development signing key; configure keys.files for production');
+  }
+  return toSigningKey(createPrivateKey({ key: jwk as import('node:crypto').JsonWebKey, format: 'jwk' }), jwk.alg as SigningAlgorithm | undefined, jwk.kid);
+}
+
+function parsePrivateKey(text: string): KeyObject {
+  const trimmed = text.trim();
+  if (trimmed.startsWith('{')) {
+    const jwk = JSON.parse(trimmed) as JWK;
+    if (typeof jwk.d !== 'string') throw new Error('JWK has no private part');
+    return createPrivateKey({ key: jwk as import('node:crypto').JsonWebKey, format: 'jwk' });
+  }
+  return createPrivateKey({ key: trimmed, format: 'pem' });
+}
+
+function inferAlgorithm(key: KeyObject): SigningAlgorithm {
+  if (key.asymmetricKeyType === 'ed25519') return 'EdDSA';
+  if (key.asymmetricKeyType === 'rsa') return 'RS256';
+  if (key.asymmetricKeyType === 'ec') {
+    const curve = key.asymmetricKeyDetails?.namedCurve;
+    if (curve === 'prime256v1') return 'ES256';
+    if (curve === 'secp384r1') return 'ES384';
+  }
+  throw new Error(`unsupported key type ${key.asymmetricKeyType ?? 'unknown'}`);
+}
+
+async function toSigningKey(privateKey: KeyObject, alg: SigningAlgorithm | undefined, kid: string | undefined): Promise<SigningKey> {
+  if (privateKey.type !== 'private') throw new Error('not a private key');
+  const algorithm = alg ?? inferAlgorithm(privateKey);
+  if (algorithm !== inferAlgorithm(privateKey) && !(algorithm === 'PS256' && privateKey.asymmetricKeyType === 'rsa')) {
+    throw new Error(`algorithm ${algorithm} does not fit a ${privateKey.asymmetricKeyType} key`);
+  }
+  const publicJwk = await exportJWK(createPublicKey(privateKey));
+  const keyId = kid ?? (await calculateJwkThumbprint(publicJwk));
+  return { kid: keyId, alg: algorithm, privateKey, publicJwk: { ...publicJwk, kid: keyId, alg: algorithm, use: 'sig' } };
+}

@@ -1,0 +1,119 @@
+import { createLocalJWKSet, errors as joseErrors, type JSONWebKeySet, type JWTVerifyGetKey } from 'jose';
+import { TemporarilyUnavailable, type Clock, type HttpFetcher, type JwksCache, type Logger } from '@tessera/plugin-sdk';
+
+export interface RemoteJwksOptions {
+  /** Keys younger than this are served without a refresh; older ones are served while one runs. */
+  readonly maxAgeMs: number;
+  /** Minimum time between successful fetches of one JWKS (bounds unknown-kid refreshes). */
+  readonly cooldownMs: number;
+  /** First wait after a failed fetch; doubles with each consecutive failure. */
+  readonly minBackoffMs: number;
+  /** Upper bound of that backoff. */
+  readonly maxBackoffMs: number;
+}
+
+export const DEFAULT_JWKS_OPTIONS: RemoteJwksOptions = { maxAgeMs: 300_000, cooldownMs: 30_000, minBackoffMs: 1_000, maxBackoffMs: 60_000 };
+
+interface Entry {
+  readonly uri: string;
+  keys?: JWTVerifyGetKey;
+  fetchedAt: number;
+  /** No fetch starts before this instant (cool-down after success, backoff after failure). */
+  nextFetchAt: number;
+  failures: number;
+  inflight?: Promise<boolean>;
+}
+
+/**
+ * JWKS cache in front of jose's local key sets. jose's own remote set drops its keys on a failed refresh;
+ * a broker must keep verifying through an issuer outage, so this keeps the last good set, revalidates in
+ * the background when stale, and bounds unknown-kid refreshes to one per cool-down (with exponential
+ * backoff after failures) so a flood of forged kids cannot turn the broker into a traffic amplifier.
+ */
+export class RemoteJwksCache implements JwksCache {
+  readonly #entries = new Map<string, Entry>();
+
+  constructor(
+    private readonly fetcher: HttpFetcher,
+    private readonly clock: Clock,
+    private readonly log: Logger,
+    private readonly options: RemoteJwksOptions = DEFAULT_JWKS_OPTIONS,
+  ) {}
+
+  remote(jwksUri: string): JWTVerifyGetKey {
+    const entry = this.#entry(jwksUri);
+    return (header, token) => this.#resolve(entry, header, token);
+  }
+
+  warm(jwksUri: string): Promise<boolean> {
+    return this.#refresh(this.#entry(jwksUri));
+  }
+
+  async #resolve(entry: Entry, ...args: Parameters<JWTVerifyGetKey>): Promise<Awaited<ReturnType<JWTVerifyGetKey>>> {
+    const now = this.#now();
+    if (!entry.keys) {
+      if (entry.inflight || now >= entry.nextFetchAt) await this.#refresh(entry);
+      if (!entry.keys) {
+        throw new TemporarilyUnavailable('token issuer keys are unavailable, retry later', {
+          detail: `jwks unavailable: ${new URL(entry.uri).origin}`,
+          retryAfterSeconds: Math.max(1, Math.ceil((entry.nextFetchAt - this.#now()) / 1000)),
+        });
+      }
+    } else if (now - entry.fetchedAt >= this.options.maxAgeMs && now >= entry.nextFetchAt) {
+      void this.#refresh(entry); // stale-while-revalidate: this request uses the keys at hand
+    }
+    const keys = entry.keys;
+    try {
+      return await keys(...args);
+    } catch (error) {
+      if (!(error instanceof joseErrors.JWKSNoMatchingKey)) throw error;
+      // Unknown kid: the issuer may have rotated. Refresh only if the cool-down allows (or one is running).
+      if (!entry.inflight && this.#now() < entry.nextFetchAt) throw error;
+      await this.#refresh(entry);
+      if (entry.keys === keys) throw error;
+      return entry.keys!(...args);
+    }
+  }
+
+  #refresh(entry: Entry): Promise<boolean> {
+    entry.inflight ??= this.#fetch(entry).finally(() => {
+      entry.inflight = undefined;
+    });
+    return entry.inflight;
+  }
+
+  async #fetch(entry: Entry): Promise<boolean> {
+    try {
+      const document = await this.fetcher.getJson(entry.uri);
+      const keys = createLocalJWKSet(document as JSONWebKeySet);
+      const now = this.#now();
+      entry.keys = keys;
+      entry.fetchedAt = now;
+      entry.failures = 0;
+      entry.nextFetchAt = now + this.options.cooldownMs;
+      return true;
+    } catch (error) {
+      entry.failures += 1;
+      const backoff = Math.min(this.options.minBackoffMs * 2 ** (entry.failures - 1), this.options.maxBackoffMs);
+      entry.nextFetchAt = this.#now() + backoff;
+      this.log.warn(
+        { jwks: new URL(entry.uri).origin, failures: entry.failures, retryInMs: backoff, keptKeys: entry.keys !== undefined, err: String(error) },
+        'JWKS refresh failed',
+      );
+      return false;
+    }
+  }
+
+  #entry(uri: string): Entry {
+    let entry = this.#entries.get(uri);
+    if (!entry) {
+      entry = { uri, fetchedAt: 0, nextFetchAt: 0, failures: 0 };
+      this.#entries.set(uri, entry);
+    }
+    return entry;
+  }
+
+  #now(): number {
+    return this.clock.now().getTime();
+  }
+}

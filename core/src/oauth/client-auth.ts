@@ -1,0 +1,205 @@
+import { createLocalJWKSet, decodeJwt, decodeProtectedHeader, jwtVerify, type JWTVerifyGetKey } from 'jose';
+import {
+  CLIENT_ASSERTION_TYPE_JWT_BEARER,
+  InvalidClient,
+  InvalidRequest,
+  OAuthError,
+  type AuthenticatedClient,
+  type BrokerInfo,
+  type Clock,
+  type JwksCache,
+  type ReplayStore,
+} from '@tessera/plugin-sdk';
+import { ConfigError } from '../config/errors.js';
+import type { BrokerConfig, ClientConfig } from '../config/schema.js';
+import { hashClientSecret, parseScryptHash, verifyClientSecret, type ScryptHash } from './client-secret.js';
+import type { TokenRequest } from './request.js';
+
+type ClientAuthOptions = BrokerConfig['clientAuth'];
+
+interface RegisteredClient {
+  readonly config: ClientConfig;
+  readonly secret?: ScryptHash;
+  readonly keys?: JWTVerifyGetKey;
+  readonly algorithms?: readonly string[];
+}
+
+const MAX_ASSERTION_BYTES = 16_384;
+
+/**
+ * RFC 6749 §2.3 and RFC 7523 §2.2: authenticates the client of a token request by exactly one method.
+ * Every failure is `invalid_client` (401 with a challenge); the reason goes to the audit record only.
+ */
+export class ClientAuthenticator {
+  readonly #clients: ReadonlyMap<string, RegisteredClient>;
+  #decoy?: Promise<ScryptHash>;
+
+  constructor(
+    clients: readonly ClientConfig[],
+    private readonly options: ClientAuthOptions,
+    private readonly deps: { readonly jwks: JwksCache; readonly replay: ReplayStore; readonly clock: Clock; readonly broker: BrokerInfo },
+  ) {
+    this.#clients = new Map(clients.map((config, index) => [config.id, this.#register(config, index)]));
+  }
+
+  /** Methods in use by configured clients, for RFC 8414 metadata. */
+  methodsSupported(): string[] {
+    return [...new Set([...this.#clients.values()].map((client) => client.config.auth.method))];
+  }
+
+  signingAlgorithms(): string[] {
+    const algorithms = [...this.#clients.values()].flatMap((client) => client.algorithms ?? []);
+    return [...new Set(algorithms.length > 0 ? algorithms : this.options.algorithms)];
+  }
+
+  clientConfig(id: string): ClientConfig | undefined {
+    return this.#clients.get(id)?.config;
+  }
+
+  async authenticate(request: TokenRequest): Promise<AuthenticatedClient> {
+    const basic = request.authorization !== undefined;
+    const post = request.get('client_secret') !== undefined;
+    const assertion = request.get('client_assertion') !== undefined || request.get('client_assertion_type') !== undefined;
+    // RFC 6749 §2.3: one method per request.
+    if (Number(basic) + Number(post) + Number(assertion) > 1) {
+      throw new InvalidRequest('more than one client authentication method', { detail: 'client_auth: multiple methods' });
+    }
+    if (basic) return this.#basic(request);
+    if (post) return this.#secretPost(request);
+    if (assertion) return this.#assertion(request);
+    const clientId = request.get('client_id');
+    if (clientId === undefined) throw new InvalidClient('client authentication required', { detail: 'client_auth: none presented' });
+    const client = this.#clients.get(clientId);
+    if (client?.config.auth.method !== 'none') throw new InvalidClient(undefined, { detail: 'client_auth: public access not allowed for client' });
+    return { id: clientId, authMethod: 'none' };
+  }
+
+  async #basic(request: TokenRequest): Promise<AuthenticatedClient> {
+    const header = request.authorization!;
+    const match = /^Basic ([A-Za-z0-9+/=]+)$/i.exec(header.trim());
+    if (!match) throw new InvalidClient(undefined, { detail: 'client_auth: unsupported Authorization scheme' });
+    const decoded = Buffer.from(match[1]!, 'base64').toString('utf8');
+    const colon = decoded.indexOf(':');
+    if (colon < 0) throw new InvalidClient(undefined, { detail: 'client_auth: malformed basic credentials' });
+    // RFC 6749 §2.3.1: id and secret are form-urlencoded before base64.
+    const id = formDecode(decoded.slice(0, colon));
+    const secret = formDecode(decoded.slice(colon + 1));
+    if (id === undefined || secret === undefined) throw new InvalidClient(undefined, { detail: 'client_auth: malformed basic credentials' });
+    const bodyId = request.get('client_id');
+    if (bodyId !== undefined && bodyId !== id) throw new InvalidClient(undefined, { detail: 'client_auth: client_id mismatch' });
+    return this.#checkSecret(id, secret, 'client_secret_basic');
+  }
+
+  async #secretPost(request: TokenRequest): Promise<AuthenticatedClient> {
+    const id = request.get('client_id');
+    if (id === undefined) throw new InvalidClient(undefined, { detail: 'client_auth: client_secret without client_id' });
+    return this.#checkSecret(id, request.get('client_secret')!, 'client_secret_post');
+  }
+
+  async #checkSecret(id: string, secret: string, method: 'client_secret_basic' | 'client_secret_post'): Promise<AuthenticatedClient> {
+    const client = this.#clients.get(id);
+    if (!client?.secret || client.config.auth.method !== method) {
+      // Same work as a real check, so response time does not reveal which client ids exist.
+      await verifyClientSecret(secret, await this.#decoyHash());
+      throw new InvalidClient(undefined, { detail: client ? `client_auth: client does not use ${method}` : 'client_auth: unknown client' });
+    }
+    if (!(await verifyClientSecret(secret, client.secret))) throw new InvalidClient(undefined, { detail: 'client_auth: wrong secret' });
+    return { id, authMethod: method };
+  }
+
+  async #assertion(request: TokenRequest): Promise<AuthenticatedClient> {
+    const type = request.get('client_assertion_type');
+    const assertion = request.get('client_assertion');
+    if (type !== CLIENT_ASSERTION_TYPE_JWT_BEARER || assertion === undefined) {
+      throw new InvalidClient(undefined, { detail: 'client_auth: unsupported or missing client_assertion_type' });
+    }
+    if (assertion.length > MAX_ASSERTION_BYTES) throw new InvalidClient(undefined, { detail: 'client_auth: assertion too large' });
+    let unverifiedSubject: unknown;
+    try {
+      if (decodeProtectedHeader(assertion).crit !== undefined) throw new Error('crit');
+      unverifiedSubject = decodeJwt(assertion).sub;
+    } catch {
+      throw new InvalidClient(undefined, { detail: 'client_auth: malformed assertion' });
+    }
+    // RFC 7523 §3: sub is the client_id; it only selects whose keys to try.
+    const client = typeof unverifiedSubject === 'string' ? this.#clients.get(unverifiedSubject) : undefined;
+    if (!client?.keys || client.config.auth.method !== 'private_key_jwt') {
+      throw new InvalidClient(undefined, { detail: 'client_auth: unknown client or client does not use private_key_jwt' });
+    }
+    const id = client.config.id;
+    const bodyId = request.get('client_id');
+    if (bodyId !== undefined && bodyId !== id) throw new InvalidClient(undefined, { detail: 'client_auth: client_id mismatch' });
+
+    const now = this.deps.clock.now();
+    let payload;
+    try {
+      ({ payload } = await jwtVerify(assertion, client.keys, {
+        issuer: id,
+        subject: id,
+        audience: [this.deps.broker.tokenEndpoint, this.deps.broker.issuer],
+        algorithms: [...client.algorithms!],
+        clockTolerance: this.options.clockSkewSeconds,
+        currentDate: now,
+        requiredClaims: ['iss', 'sub', 'aud', 'exp', 'jti'],
+      }));
+    } catch (error) {
+      if (error instanceof OAuthError) throw error;
+      const code = (error as { code?: string }).code ?? 'verification failed';
+      throw new InvalidClient(undefined, { detail: `client_auth: assertion rejected (${code})` });
+    }
+    const nowSeconds = Math.floor(now.getTime() / 1000);
+    const exp = payload.exp!;
+    const maxLifetime = this.options.assertionMaxLifetimeSeconds;
+    // Long-lived assertions defeat replay protection: cap both the remaining and the declared lifetime.
+    if (exp - nowSeconds > maxLifetime + this.options.clockSkewSeconds || (payload.iat !== undefined && exp - payload.iat > maxLifetime)) {
+      throw new InvalidClient(undefined, { detail: 'client_auth: assertion lifetime too long' });
+    }
+    if (payload.iat !== undefined && payload.iat > nowSeconds + this.options.clockSkewSeconds) {
+      throw new InvalidClient(undefined, { detail: 'client_auth: assertion iat in the future' });
+    }
+    if (typeof payload.jti !== 'string' || payload.jti.length === 0 || payload.jti.length > 256) {
+      throw new InvalidClient(undefined, { detail: 'client_auth: bad jti' });
+    }
+    const skew = this.options.clockSkewSeconds;
+    if (!(await this.deps.replay.consume(`client-assertion:${id}:${payload.jti}`, new Date((exp + skew) * 1000)))) {
+      throw new InvalidClient(undefined, { detail: 'client_auth: assertion replayed' });
+    }
+    return { id, authMethod: 'private_key_jwt' };
+  }
+
+  #register(config: ClientConfig, index: number): RegisteredClient {
+    const { auth } = config;
+    switch (auth.method) {
+      case 'client_secret_basic':
+      case 'client_secret_post': {
+        const secret = parseScryptHash(auth.secretHash);
+        if (!secret) throw new ConfigError([`clients[${index}].auth.secretHash: not a valid scrypt hash`]);
+        return { config, secret };
+      }
+      case 'private_key_jwt': {
+        let keys: JWTVerifyGetKey;
+        try {
+          keys = auth.jwks ? createLocalJWKSet(auth.jwks as Parameters<typeof createLocalJWKSet>[0]) : this.deps.jwks.remote(auth.jwksUri!);
+        } catch {
+          throw new ConfigError([`clients[${index}].auth.jwks: not a valid JWK Set`]);
+        }
+        return { config, keys, algorithms: auth.algorithms ?? this.options.algorithms };
+      }
+      case 'none':
+        return { config };
+    }
+  }
+
+  #decoyHash(): Promise<ScryptHash> {
+    this.#decoy ??= hashClientSecret('decoy').then((encoded) => parseScryptHash(encoded)!);
+    return this.#decoy;
+  }
+}
+
+function formDecode(value: string): string | undefined {
+  try {
+    return decodeURIComponent(value.replace(/\+/g, ' '));
+  } catch {
+    return undefined;
+  }
+}

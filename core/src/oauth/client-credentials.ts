@@ -1,0 +1,50 @@
+import { GRANT_TYPE_CLIENT_CREDENTIALS, UnauthorizedClient, type AuthenticatedClient, type VerifiedIdentity } from '@tessera/plugin-sdk';
+import type { ExchangePipeline, ExchangeTrace } from './exchange-pipeline.js';
+import { parseScope, parseTargets } from './parameters.js';
+import type { TokenRequest } from './request.js';
+import type { TokenResponse } from './token-response.js';
+
+/** The identity of a client acting for itself; policy matches it with `subjectTokenTypes: [this]`. */
+export const TOKEN_TYPE_CLIENT = 'urn:tessera:token-type:client';
+
+/** Upper bound for the lifetime of a client's own identity; policy's maxLifetimeSeconds is the real cap. */
+const CLIENT_IDENTITY_HORIZON_MS = 86_400_000;
+
+/**
+ * RFC 6749 §4.4, restricted to clients that proved a key (JWT assertion): a shared secret is not a
+ * workload identity, so secret-authenticated clients get `unauthorized_client`.
+ */
+export async function clientCredentials(
+  request: TokenRequest,
+  client: AuthenticatedClient,
+  pipeline: ExchangePipeline,
+  trace: ExchangeTrace,
+  context: { readonly brokerIssuer: string; readonly now: Date },
+): Promise<TokenResponse> {
+  const targets = parseTargets(request);
+  const scopes = parseScope(request);
+  trace.requested = { ...targets, ...(scopes ? { scopes } : {}) };
+  if (client.authMethod !== 'private_key_jwt') {
+    throw new UnauthorizedClient('client_credentials requires JWT client authentication', { detail: `client_credentials with ${client.authMethod}` });
+  }
+  const subject: VerifiedIdentity = {
+    issuer: context.brokerIssuer,
+    subject: client.id,
+    audiences: [],
+    expiresAt: new Date(context.now.getTime() + CLIENT_IDENTITY_HORIZON_MS),
+    tokenType: TOKEN_TYPE_CLIENT,
+    claims: {},
+    attributes: { client_id: client.id },
+  };
+  trace.subject = subject;
+  const { grant, issued } = await pipeline.exchange(
+    { grantType: 'client_credentials', grantTypeUri: GRANT_TYPE_CLIENT_CREDENTIALS, client, subject, ...targets, scopes },
+    trace,
+  );
+  return {
+    access_token: issued.token,
+    token_type: issued.tokenType,
+    expires_in: issued.expiresIn,
+    ...(grant.scopes.length > 0 ? { scope: grant.scopes.join(' ') } : {}),
+  };
+}

@@ -1,0 +1,158 @@
+import {
+  InvalidGrant,
+  InvalidRequest,
+  InvalidToken,
+  OAuthError,
+  ServerError,
+  TemporarilyUnavailable,
+  TOKEN_TYPE_ACCESS_TOKEN,
+  type AuthenticatedClient,
+  type BrokerInfo,
+  type Clock,
+  type Grant,
+  type IssuedToken,
+  type Logger,
+  type TokenTypeUrn,
+  type ValidationRole,
+  type VerifiedIdentity,
+} from '@tessera/plugin-sdk';
+import type { GrantTypeName } from '../config/schema.js';
+import type { IssuerRegistry, ValidatorRegistry } from '../plugins/registry.js';
+import type { PolicyEngine } from '../policy/policy-engine.js';
+
+/** What the pipeline learned so far; the token endpoint turns it into the audit record. */
+export interface ExchangeTrace {
+  grantType?: string;
+  client?: AuthenticatedClient;
+  subject?: VerifiedIdentity;
+  actor?: VerifiedIdentity;
+  requested?: { tokenType?: string; audiences: readonly string[]; resources: readonly string[]; scopes?: readonly string[] };
+  ruleId?: string;
+  issued?: { jti?: string; tokenType: string; expiresIn: number; audiences: readonly string[]; scopes: readonly string[] };
+}
+
+export interface ExchangeInput {
+  readonly grantType: GrantTypeName;
+  readonly grantTypeUri: string;
+  readonly client: AuthenticatedClient;
+  readonly subject: VerifiedIdentity;
+  readonly actor?: VerifiedIdentity;
+  readonly requestedTokenType?: string;
+  readonly audiences: readonly string[];
+  readonly resources: readonly string[];
+  readonly scopes: readonly string[] | undefined;
+}
+
+export interface ExchangeResult {
+  readonly grant: Grant;
+  readonly issued: IssuedToken;
+}
+
+export interface PipelineDeps {
+  readonly validators: ValidatorRegistry;
+  readonly issuers: IssuerRegistry;
+  readonly policy: PolicyEngine;
+  readonly clock: Clock;
+  readonly log: Logger;
+  readonly broker: BrokerInfo;
+  readonly validationTimeoutMs: number;
+}
+
+/**
+ * validate → policy → issue, shared by every grant and every front door. Knows nothing of HTTP.
+ */
+export class ExchangePipeline {
+  constructor(private readonly deps: PipelineDeps) {}
+
+  /** Runs the validator registered for `tokenType`, mapping every failure to the error the role calls for. */
+  async validate(token: string, tokenType: string, role: ValidationRole): Promise<VerifiedIdentity> {
+    const validator = this.deps.validators.get(tokenType);
+    if (!validator) {
+      if (role === 'assertion') throw new InvalidGrant('assertion type is not supported', { detail: 'no validator for jwt' });
+      throw new InvalidRequest(`unsupported ${role}_token_type`, { detail: `no validator for ${role}_token_type` });
+    }
+    const budget = AbortSignal.timeout(this.deps.validationTimeoutMs);
+    const timedOut = new Promise<never>((_, reject) => {
+      budget.addEventListener('abort', () => reject(new TemporarilyUnavailable('token validation timed out, retry later', { detail: `${role} validation timeout` })), {
+        once: true,
+      });
+    });
+    timedOut.catch(() => undefined);
+    try {
+      const identity = await Promise.race([
+        validator.validate(token, {
+          role,
+          tokenType: tokenType as TokenTypeUrn,
+          brokerIssuer: this.deps.broker.issuer,
+          tokenEndpoint: this.deps.broker.tokenEndpoint,
+          now: this.deps.clock.now(),
+          signal: budget,
+        }),
+        timedOut,
+      ]);
+      if (identity.tokenType !== tokenType) throw new Error('validator returned an identity of another token type');
+      return identity;
+    } catch (error) {
+      throw this.#roleError(error, role, tokenType);
+    }
+  }
+
+  async exchange(input: ExchangeInput, trace: ExchangeTrace): Promise<ExchangeResult> {
+    const requestedTokenType = input.requestedTokenType ?? TOKEN_TYPE_ACCESS_TOKEN;
+    const issuer = this.deps.issuers.get(requestedTokenType);
+    if (!issuer) throw new InvalidRequest('unsupported requested_token_type', { detail: 'no issuer for requested_token_type' });
+
+    const now = this.deps.clock.now();
+    const decision = this.deps.policy.decide({
+      grantType: input.grantType,
+      grantTypeUri: input.grantTypeUri,
+      client: input.client,
+      subject: input.subject,
+      ...(input.actor ? { actor: input.actor } : {}),
+      requestedTokenType: requestedTokenType as TokenTypeUrn,
+      targets: [...input.audiences, ...input.resources],
+      scopes: input.scopes,
+      now,
+    });
+    trace.ruleId = decision.ruleId;
+    if (!decision.allowed) throw decision.error;
+
+    let issued: IssuedToken;
+    try {
+      issued = await issuer.issue(decision.grant, { brokerIssuer: this.deps.broker.issuer, now, signal: AbortSignal.timeout(this.deps.validationTimeoutMs) });
+    } catch (error) {
+      if (error instanceof OAuthError) throw error;
+      this.deps.log.error({ err: error, plugin: this.deps.issuers.pluginOf(requestedTokenType) }, 'issuer plugin fault');
+      throw new ServerError(undefined, { detail: 'issuer plugin fault' });
+    }
+    // Fail closed if an issuer would outlive what policy granted.
+    if (!(issued.expiresIn > 0 && issued.expiresIn <= decision.grant.lifetimeSeconds)) {
+      this.deps.log.error({ plugin: this.deps.issuers.pluginOf(requestedTokenType) }, 'issuer exceeded the granted lifetime');
+      throw new ServerError(undefined, { detail: 'issuer exceeded granted lifetime' });
+    }
+    trace.issued = {
+      ...(issued.jti ? { jti: issued.jti } : {}),
+      tokenType: issued.issuedTokenType,
+      expiresIn: issued.expiresIn,
+      audiences: decision.grant.audiences,
+      scopes: decision.grant.scopes,
+    };
+    return { grant: decision.grant, issued };
+  }
+
+  #roleError(error: unknown, role: ValidationRole, tokenType: string): OAuthError {
+    let detail: string | undefined;
+    if (error instanceof InvalidToken) detail = error.detail;
+    else if (error instanceof OAuthError && error.status >= 500) return error; // upstream outage: a real 503
+    else if (error instanceof OAuthError) detail = error.detail ?? error.code;
+    else {
+      // A validator that throws anything but an OAuthError has a bug; fail closed without a 5xx.
+      this.deps.log.error({ err: error, plugin: this.deps.validators.pluginOf(tokenType), role }, 'validator plugin fault');
+      detail = 'validator plugin fault';
+    }
+    const where = `${role}: ${detail ?? 'invalid'}`;
+    if (role === 'subject') return InvalidRequest.subjectToken(where);
+    if (role === 'actor') return InvalidRequest.actorToken(where);
+    return new InvalidGrant(undefined, { detail: where });
+  }
+}

@@ -1,0 +1,25 @@
+import { InvalidScope, InvalidTarget } from '@tessera/plugin-sdk';
+import type { TokenRequest } from './request.js';
+
+// RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ).
+const SCOPE_TOKEN = /^[\x21\x23-\x5b\x5d-\x7e]+$/;
+
+/** Undefined when no `scope` was sent (policy defaults apply); otherwise the distinct scope tokens. */
+export function parseScope(request: TokenRequest): string[] | undefined {
+  const raw = request.get('scope');
+  if (raw === undefined) return undefined;
+  const scopes = raw.split(' ').filter((scope) => scope !== '');
+  if (!scopes.every((scope) => SCOPE_TOKEN.test(scope))) throw new InvalidScope('scope is malformed', { detail: 'scope syntax' });
+  return [...new Set(scopes)];
+}
+
+/** RFC 8693 §2.1: `resource` is an absolute URI without fragment; `audience` is any string. Both may repeat. */
+export function parseTargets(request: TokenRequest): { audiences: string[]; resources: string[] } {
+  const resources = [...request.getAll('resource')];
+  for (const resource of resources) {
+    if (!URL.canParse(resource) || new URL(resource).hash !== '' || resource.includes('#')) {
+      throw new InvalidTarget('resource must be an absolute URI without fragment', { detail: 'resource syntax' });
+    }
+  }
+  return { audiences: [...request.getAll('audience')], resources };
+}

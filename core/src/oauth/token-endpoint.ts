@@ -1,0 +1,106 @@
+import {
+  GRANT_TYPE_CLIENT_CREDENTIALS,
+  GRANT_TYPE_JWT_BEARER,
+  GRANT_TYPE_TOKEN_EXCHANGE,
+  InvalidRequest,
+  OAuthError,
+  ServerError,
+  UnauthorizedClient,
+  UnsupportedGrantType,
+  type AuthenticatedClient,
+  type BrokerInfo,
+  type Clock,
+  type Logger,
+} from '@tessera/plugin-sdk';
+import type { AuditIdentity, AuditSink } from '../audit/audit-log.js';
+import type { GrantTypeName } from '../config/schema.js';
+import type { ClientAuthenticator } from './client-auth.js';
+import { clientCredentials } from './client-credentials.js';
+import type { ExchangePipeline, ExchangeTrace } from './exchange-pipeline.js';
+import { jwtBearer } from './jwt-bearer.js';
+import type { TokenRequest } from './request.js';
+import { tokenExchange } from './token-exchange.js';
+import type { TokenResponse } from './token-response.js';
+
+export const GRANT_TYPE_URIS: Readonly<Record<GrantTypeName, string>> = {
+  token_exchange: GRANT_TYPE_TOKEN_EXCHANGE,
+  jwt_bearer: GRANT_TYPE_JWT_BEARER,
+  client_credentials: GRANT_TYPE_CLIENT_CREDENTIALS,
+};
+const GRANT_TYPE_BY_URI = new Map(Object.entries(GRANT_TYPE_URIS).map(([name, uri]) => [uri, name as GrantTypeName]));
+
+export interface TokenEndpointDeps {
+  readonly authenticator: ClientAuthenticator;
+  readonly pipeline: ExchangePipeline;
+  readonly audit: AuditSink;
+  readonly clock: Clock;
+  readonly log: Logger;
+  readonly broker: BrokerInfo;
+}
+
+/** The token endpoint without HTTP: grant_type → client auth → grant handler, one audit record per call. */
+export class TokenEndpoint {
+  constructor(private readonly deps: TokenEndpointDeps) {}
+
+  async handle(request: TokenRequest, requestId: string): Promise<TokenResponse> {
+    const started = performance.now();
+    const trace: ExchangeTrace = {};
+    try {
+      const response = await this.#dispatch(request, trace);
+      this.#audit(requestId, started, trace);
+      return response;
+    } catch (caught) {
+      const error = caught instanceof OAuthError ? caught : this.#fault(caught);
+      this.#audit(requestId, started, trace, error);
+      throw error;
+    }
+  }
+
+  async #dispatch(request: TokenRequest, trace: ExchangeTrace): Promise<TokenResponse> {
+    const grantTypeUri = request.get('grant_type');
+    if (grantTypeUri === undefined) throw new InvalidRequest('grant_type is required', { detail: 'missing grant_type' });
+    const grantType = GRANT_TYPE_BY_URI.get(grantTypeUri);
+    if (!grantType) throw new UnsupportedGrantType(undefined, { detail: 'unknown grant_type' });
+    trace.grantType = grantTypeUri;
+
+    const client: AuthenticatedClient = await this.deps.authenticator.authenticate(request);
+    trace.client = client;
+    if (!this.deps.authenticator.clientConfig(client.id)?.grantTypes.includes(grantType)) {
+      throw new UnauthorizedClient(undefined, { detail: `client not allowed ${grantType}` });
+    }
+    switch (grantType) {
+      case 'token_exchange':
+        return tokenExchange(request, client, this.deps.pipeline, trace);
+      case 'jwt_bearer':
+        return jwtBearer(request, client, this.deps.pipeline, trace);
+      case 'client_credentials':
+        return clientCredentials(request, client, this.deps.pipeline, trace, { brokerIssuer: this.deps.broker.issuer, now: this.deps.clock.now() });
+    }
+  }
+
+  #fault(error: unknown): OAuthError {
+    this.deps.log.error({ err: error }, 'token endpoint fault');
+    return new ServerError(undefined, { detail: 'unexpected error' });
+  }
+
+  #audit(requestId: string, started: number, trace: ExchangeTrace, error?: OAuthError): void {
+    this.deps.audit.record({
+      event: 'token',
+      decision: error ? 'deny' : 'allow',
+      requestId,
+      ...(trace.grantType ? { grantType: trace.grantType } : {}),
+      ...(error ? { error: error.code, ...(error.detail ? { reason: error.detail } : {}) } : {}),
+      ...(trace.client ? { client: { id: trace.client.id, authMethod: trace.client.authMethod } } : {}),
+      ...(trace.subject ? { subject: auditIdentity(trace.subject) } : {}),
+      ...(trace.actor ? { actor: auditIdentity(trace.actor) } : {}),
+      ...(trace.requested ? { requested: trace.requested } : {}),
+      ...(trace.ruleId ? { ruleId: trace.ruleId } : {}),
+      ...(trace.issued ? { issued: trace.issued } : {}),
+      latencyMs: Math.round((performance.now() - started) * 100) / 100,
+    });
+  }
+}
+
+function auditIdentity(identity: { issuer: string; subject: string; tokenType: string }): AuditIdentity {
+  return { issuer: identity.issuer, subject: identity.subject, tokenType: identity.tokenType };
+}

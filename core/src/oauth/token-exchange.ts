@@ -1,0 +1,58 @@
+import { GRANT_TYPE_TOKEN_EXCHANGE, InvalidRequest, type AuthenticatedClient } from '@tessera/plugin-sdk';
+import type { ExchangePipeline, ExchangeTrace } from './exchange-pipeline.js';
+import { parseScope, parseTargets } from './parameters.js';
+import type { TokenRequest } from './request.js';
+import type { TokenResponse } from './token-response.js';
+
+/** RFC 8693 §2: token exchange. */
+export async function tokenExchange(
+  request: TokenRequest,
+  client: AuthenticatedClient,
+  pipeline: ExchangePipeline,
+  trace: ExchangeTrace,
+): Promise<TokenResponse> {
+  const subjectToken = request.get('subject_token');
+  const subjectTokenType = request.get('subject_token_type');
+  const actorToken = request.get('actor_token');
+  const actorTokenType = request.get('actor_token_type');
+  const requestedTokenType = request.get('requested_token_type');
+  const targets = parseTargets(request);
+  const scopes = parseScope(request);
+  trace.requested = { tokenType: requestedTokenType, ...targets, ...(scopes ? { scopes } : {}) };
+
+  if (subjectToken === undefined || subjectTokenType === undefined) {
+    throw new InvalidRequest('subject_token and subject_token_type are required', { detail: 'missing subject_token parameters' });
+  }
+  // RFC 8693 §2.1: actor_token_type is required with actor_token and must not be sent without it.
+  if ((actorToken === undefined) !== (actorTokenType === undefined)) {
+    throw new InvalidRequest('actor_token and actor_token_type must be sent together', { detail: 'actor parameters mismatch' });
+  }
+
+  trace.subject = await pipeline.validate(subjectToken, subjectTokenType, 'subject');
+  if (actorToken !== undefined && actorTokenType !== undefined) {
+    trace.actor = await pipeline.validate(actorToken, actorTokenType, 'actor');
+    // Delegation semantics (act nesting, may_act) are not implemented yet: never drop an actor silently.
+    throw new InvalidRequest('delegation with actor_token is not enabled', { detail: 'delegation_not_supported' });
+  }
+
+  const { grant, issued } = await pipeline.exchange(
+    {
+      grantType: 'token_exchange',
+      grantTypeUri: GRANT_TYPE_TOKEN_EXCHANGE,
+      client,
+      subject: trace.subject,
+      requestedTokenType,
+      ...targets,
+      scopes,
+    },
+    trace,
+  );
+  // RFC 8693 §2.2.1.
+  return {
+    access_token: issued.token,
+    issued_token_type: issued.issuedTokenType,
+    token_type: issued.tokenType,
+    expires_in: issued.expiresIn,
+    ...(grant.scopes.length > 0 ? { scope: grant.scopes.join(' ') } : {}),
+  };
+}

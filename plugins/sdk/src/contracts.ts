@@ -1,0 +1,97 @@
+/** A token type identifier (RFC 8693 §3), e.g. `urn:ietf:params:oauth:token-type:jwt`. */
+export type TokenTypeUrn = `urn:${string}`;
+
+/** Attribute values a validator hands to policy: strings or lists of strings, nothing nested. */
+export type IdentityAttributes = Readonly<Record<string, string | readonly string[]>>;
+
+/**
+ * Who a token proves, after its signature, issuer, audience and lifetime were verified.
+ * Validators produce it; policy reads it; issuers turn it into a new token.
+ */
+export interface VerifiedIdentity {
+  /** Exact issuer of the verified token. */
+  readonly issuer: string;
+  /** Subject as the issuer names it (`sub`, a SPIFFE ID, an ARN...). */
+  readonly subject: string;
+  /** Audiences the verified token was issued for. */
+  readonly audiences: readonly string[];
+  readonly expiresAt: Date;
+  /** The token type the token was presented as. */
+  readonly tokenType: TokenTypeUrn;
+  /** Verified claims, JSON-safe. Policy may map selected claims into issued tokens. */
+  readonly claims: Readonly<Record<string, unknown>>;
+  /** Normalized attributes for policy (`k8s.namespace`, `email`...). Only what the plugin chose to expose. */
+  readonly attributes: IdentityAttributes;
+}
+
+/** Why a validator is being asked: the same token type may be presented in several roles. */
+export type ValidationRole = 'subject' | 'actor' | 'assertion';
+
+export interface ValidationContext {
+  readonly role: ValidationRole;
+  /** The token type URN the caller presented; one of the validator's `tokenTypes`. */
+  readonly tokenType: TokenTypeUrn;
+  /** This broker's issuer identifier: a token's `aud` must name it (or the token endpoint). */
+  readonly brokerIssuer: string;
+  readonly tokenEndpoint: string;
+  readonly now: Date;
+  /** Aborted when the broker's validation time budget is spent. Pass it to any I/O. */
+  readonly signal: AbortSignal;
+}
+
+/**
+ * Proves who a presented token speaks for. Throw `InvalidToken` for anything wrong with the token;
+ * anything else thrown is treated as a plugin fault and the request is refused.
+ */
+export interface SubjectValidator {
+  /** Token type URNs handled. Data, not a predicate: registries key on it and publish it. */
+  readonly tokenTypes: readonly TokenTypeUrn[];
+  validate(token: string, ctx: ValidationContext): Promise<VerifiedIdentity>;
+}
+
+export type ClientAuthMethod = 'private_key_jwt' | 'client_secret_basic' | 'client_secret_post' | 'none';
+
+/** The OAuth client that made the request, after authentication. */
+export interface AuthenticatedClient {
+  readonly id: string;
+  readonly authMethod: ClientAuthMethod;
+}
+
+/** What policy allowed: the only input an issuer needs. */
+export interface Grant {
+  /** The OAuth grant type of the request. */
+  readonly grantType: string;
+  readonly client: AuthenticatedClient;
+  readonly subject: VerifiedIdentity;
+  readonly actor?: VerifiedIdentity;
+  readonly audiences: readonly string[];
+  readonly scopes: readonly string[];
+  /** Lifetime decided by policy; issuers may shorten it, never extend it. */
+  readonly lifetimeSeconds: number;
+  readonly tokenType: TokenTypeUrn;
+  /** Id of the policy rule that allowed the request. */
+  readonly ruleId: string;
+}
+
+export interface IssueContext {
+  readonly brokerIssuer: string;
+  readonly now: Date;
+  readonly signal: AbortSignal;
+}
+
+export interface IssuedToken {
+  readonly token: string;
+  readonly issuedTokenType: TokenTypeUrn;
+  /** RFC 8693 §2.2.1: `Bearer` for access tokens, `N_A` for anything that is not one. */
+  readonly tokenType: 'Bearer' | 'N_A';
+  readonly expiresIn: number;
+  /** Identifier of the issued token, for the audit record. */
+  readonly jti?: string;
+}
+
+/** Mints the token a grant allows. */
+export interface TokenIssuer {
+  /** Requested token types handled (`requested_token_type`). */
+  readonly tokenTypes: readonly TokenTypeUrn[];
+  issue(grant: Grant, ctx: IssueContext): Promise<IssuedToken>;
+}

@@ -1,0 +1,46 @@
+export type {
+  AuthenticatedClient,
+  ClientAuthMethod,
+  Grant,
+  IdentityAttributes,
+  IssueContext,
+  IssuedToken,
+  SubjectValidator,
+  TokenIssuer,
+  TokenTypeUrn,
+  ValidationContext,
+  ValidationRole,
+  VerifiedIdentity,
+} from './contracts.js';
+export {
+  InvalidClient,
+  InvalidGrant,
+  InvalidRequest,
+  InvalidScope,
+  InvalidTarget,
+  InvalidToken,
+  OAuthError,
+  ServerError,
+  TemporarilyUnavailable,
+  UnauthorizedClient,
+  UnsupportedGrantType,
+} from './errors.js';
+export type { OAuthErrorCode, OAuthErrorOptions, TokenRejection } from './errors.js';
+export { UpstreamError } from './services.js';
+export type { BrokerInfo, Clock, FetchJsonOptions, HttpFetcher, JwksCache, KeyRing, Logger, ReplayStore, SignedToken } from './services.js';
+export { token, tokens } from './tokens.js';
+export type { Token, TokenValue } from './tokens.js';
+export { definePlugin, isPluginDefinition } from './define-plugin.js';
+export type { PluginDefinition, PluginDeps, PluginInitArgs, PluginProvides, ResolvedDeps } from './define-plugin.js';
+export {
+  CLIENT_ASSERTION_TYPE_JWT_BEARER,
+  GRANT_TYPE_CLIENT_CREDENTIALS,
+  GRANT_TYPE_JWT_BEARER,
+  GRANT_TYPE_TOKEN_EXCHANGE,
+  TOKEN_TYPE_ACCESS_TOKEN,
+  TOKEN_TYPE_ID_TOKEN,
+  TOKEN_TYPE_JWT,
+  TOKEN_TYPE_REFRESH_TOKEN,
+} from './token-types.js';
+/** Version of the plugin API this SDK describes; plugins declare a range over it. */
+export const PLUGIN_API_VERSION = '1.0.0';
