@@ -1,7 +1,7 @@
 import 'reflect-metadata';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { resolve as resolvePath } from 'node:path';
+
 import type Koa from 'koa';
 import { container as rootContainer, type DependencyContainer } from 'tsyringe';
 import { tokens, type BrokerInfo, type Clock, type Logger, type ReplayStore, type Token } from '@tessera/plugin-sdk';
@@ -210,7 +210,3 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions 
   return broker;
 }
 
-/** Resolves `dataDir` the way the broker does, for CLI messages. */
-export function dataDirOf(config: BrokerConfig, baseDir: string): string {
-  return resolvePath(baseDir, config.dataDir);
-}

@@ -14,5 +14,13 @@ export { coreTokens } from './di/tokens.js';
 export { hashClientSecret } from './oauth/client-secret.js';
 export { TOKEN_TYPE_CLIENT } from './oauth/client-credentials.js';
 export { compilePattern } from './policy/patterns.js';
+// Core service implementations, for hosts and plugin tests that need them outside a broker.
+export { GuardedFetcher } from './http/fetcher.js';
+export type { GuardedFetcherOptions } from './http/fetcher.js';
+export { RemoteJwksCache, DEFAULT_JWKS_OPTIONS } from './keys/remote-jwks.js';
+export type { RemoteJwksOptions } from './keys/remote-jwks.js';
+export { LocalKeyRing, loadKeyRing, generatePrivateJwk } from './keys/key-ring.js';
+export { InMemoryReplayStore } from './oauth/replay-store.js';
+export { silentLogger } from './logging.js';
 // The plugin contracts, as core speaks them (defined in the SDK so plugins never depend on core).
 export type { SubjectValidator, TokenIssuer, VerifiedIdentity, Grant, IssuedToken } from '@tessera/plugin-sdk';

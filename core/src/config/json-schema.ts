@@ -5,10 +5,18 @@ import { brokerConfigSchema } from './schema.js';
 /** Plugins shipped with Tessera: their config blocks are part of the published JSON Schema. */
 export const BUILTIN_PLUGINS = ['@tessera/plugin-oidc', '@tessera/plugin-access-token'] as const;
 
+/** Built-in plugins installed beside core; core does not depend on them (plugins are separate packages). */
 async function builtinDefinitions(): Promise<{ use: string; definition: PluginDefinition }[]> {
-  return Promise.all(
-    BUILTIN_PLUGINS.map(async (use) => ({ use, definition: ((await import(use)) as { default: PluginDefinition }).default })),
+  const found = await Promise.all(
+    BUILTIN_PLUGINS.map(async (use) => {
+      try {
+        return { use, definition: ((await import(use)) as { default: PluginDefinition }).default };
+      } catch {
+        return undefined;
+      }
+    }),
   );
+  return found.filter((entry) => entry !== undefined);
 }
 
 /**

@@ -45,8 +45,12 @@ export class RemoteJwksCache implements JwksCache {
     return (header, token) => this.#resolve(entry, header, token);
   }
 
-  warm(jwksUri: string): Promise<boolean> {
-    return this.#refresh(this.#entry(jwksUri));
+  async warm(jwksUri: string): Promise<boolean> {
+    const entry = this.#entry(jwksUri);
+    const ok = await this.#refresh(entry);
+    // A best-effort prefetch at startup: its failure must not hold back the first real request.
+    if (!ok && !entry.keys) entry.nextFetchAt = 0;
+    return ok;
   }
 
   async #resolve(entry: Entry, ...args: Parameters<JWTVerifyGetKey>): Promise<Awaited<ReturnType<JWTVerifyGetKey>>> {

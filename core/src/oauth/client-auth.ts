@@ -144,8 +144,8 @@ export class ClientAuthenticator {
       }));
     } catch (error) {
       if (error instanceof OAuthError) throw error;
-      const code = (error as { code?: string }).code ?? 'verification failed';
-      throw new InvalidClient(undefined, { detail: `client_auth: assertion rejected (${code})` });
+      const { code, claim } = error as { code?: string; claim?: string };
+      throw new InvalidClient(undefined, { detail: `client_auth: assertion rejected (${code ?? 'verification failed'}${claim ? ` ${claim}` : ''})` });
     }
     const nowSeconds = Math.floor(now.getTime() / 1000);
     const exp = payload.exp!;

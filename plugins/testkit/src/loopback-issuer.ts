@@ -30,6 +30,7 @@ export interface MintOptions {
  * Counts JWKS fetches, rotates keys, and can go dark to simulate an outage.
  */
 export class LoopbackIssuer {
+  /** Requests for the JWKS, answered or not. */
   jwksFetches = 0;
   discoveryFetches = 0;
   available = true;
@@ -81,15 +82,16 @@ export class LoopbackIssuer {
   }
 
   private handle(url: string, response: import('node:http').ServerResponse): void {
-    if (!this.available) return sendJson(response, 503, { error: 'unavailable' });
     const path = new URL(url, 'http://x').pathname;
     const base = new URL(this.issuer).pathname;
+    // Requests are counted even while unavailable: tests bound how often the broker tries.
+    if (path === `${base}/.well-known/openid-configuration`) this.discoveryFetches++;
+    if (path === `${base}/jwks`) this.jwksFetches++;
+    if (!this.available) return sendJson(response, 503, { error: 'unavailable' });
     if (path === `${base}/.well-known/openid-configuration`) {
-      this.discoveryFetches++;
       return sendJson(response, 200, { issuer: this.issuer, jwks_uri: this.jwksUri, id_token_signing_alg_values_supported: [this.key.alg] });
     }
     if (path === `${base}/jwks`) {
-      this.jwksFetches++;
       return sendJson(response, 200, { keys: this.#keys.map((key) => key.publicJwk) });
     }
     const route = this.routes[path];
