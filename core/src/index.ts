@@ -8,6 +8,8 @@ export { ConfigError } from './config/errors.js';
 export { brokerConfigSchema } from './config/schema.js';
 export type { BrokerConfig, BrokerConfigInput, ClientConfig, PolicyRuleConfig } from './config/schema.js';
 export { brokerJsonSchema } from './config/json-schema.js';
+export { resolvePlugins } from './plugins/loader.js';
+export type { LoadedPlugin, PluginEntryResult } from './plugins/loader.js';
 export { MemoryAuditSink } from './audit/audit-log.js';
 export type { AuditRecord, AuditSink } from './audit/audit-log.js';
 export { coreTokens } from './di/tokens.js';

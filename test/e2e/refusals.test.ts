@@ -92,6 +92,10 @@ describe('refusals', () => {
     it('alg none', async () => {
       const token = new UnsecuredJWT({ ...claims(), iss: idp.issuer }).setExpirationTime('5m').encode();
       expectRefusal(await exchange(token), 400, 'invalid_request', [token]);
+      expectReason('not a compact JWS'); // empty signature segment: refused before the header is read
+      const signed = await idp.mint(claims());
+      const withNone = `${Buffer.from('{"alg":"none","typ":"JWT"}').toString('base64url')}.${signed.split('.')[1]}.${signed.split('.')[2]}`;
+      expectRefusal(await exchange(withNone), 400, 'invalid_request', [signed]);
       expectReason('algorithm');
     });
 
@@ -228,6 +232,15 @@ describe('refusals', () => {
       const token = await new CompactSign(payload).setProtectedHeader({ alg: 'ES256', kid: idp.key.kid }).sign(privateKey);
       expectRefusal(await exchange(token), 400, 'invalid_request', [token]);
       expectReason('signature');
+    });
+
+    it('a valid token re-spelled with base64 padding or whitespace', async () => {
+      const token = await idp.mint(claims());
+      const [header, payload, signature] = token.split('.');
+      for (const variant of [`${header}.${payload}.${signature}==`, `${header}.${payload}. ${signature}`, `${header} .${payload}.${signature}`]) {
+        expectRefusal(await exchange(variant), 400, 'invalid_request', [token]);
+        expectReason('not a compact JWS');
+      }
     });
 
     it('garbage, a JWE-shaped string and an oversized token', async () => {

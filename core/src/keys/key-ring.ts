@@ -77,17 +77,29 @@ export async function generatePrivateJwk(alg: SigningAlgorithm): Promise<JWK> {
 
 async function generatedKey(alg: SigningAlgorithm, dataDir: string, log: Logger): Promise<SigningKey> {
   const path = resolve(dataDir, 'signing-key.jwk.json');
-  let jwk: JWK;
+  let text: string | undefined;
   try {
-    jwk = JSON.parse(await readFile(path, 'utf8')) as JWK;
-  } catch {
-    jwk = await generatePrivateJwk(alg);
+    text = await readFile(path, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw new ConfigError([`keys.generate: cannot read ${path}`]);
+  }
+  if (text === undefined) {
+    const jwk = await generatePrivateJwk(alg);
     await mkdir(dirname(path), { recursive: true, mode: 0o700 });
-    await writeFile(path, `${JSON.stringify(jwk, null, 2)}\n`, { mode: 0o600 });
+    // `wx`: never overwrite a key file, even one that appeared since the read.
+    await writeFile(path, `${JSON.stringify(jwk, null, 2)}\n`, { mode: 0o600, flag: 'wx' });
     await chmod(path, 0o600);
     log.warn({ keyFile: path }, 'generated a development signing key; configure keys.files for production');
+    text = JSON.stringify(jwk);
   }
-  return toSigningKey(createPrivateKey({ key: jwk as import('node:crypto').JsonWebKey, format: 'jwk' }), jwk.alg as SigningAlgorithm | undefined, jwk.kid);
+  // An existing but unusable key file is an operator problem to fix, not a reason to replace the key.
+  try {
+    const jwk = JSON.parse(text) as JWK;
+    return await toSigningKey(createPrivateKey({ key: jwk as import('node:crypto').JsonWebKey, format: 'jwk' }), jwk.alg as SigningAlgorithm | undefined, jwk.kid);
+  } catch (error) {
+    if (error instanceof ConfigError) throw error;
+    throw new ConfigError([`keys.generate: ${path} exists but holds no usable private key`]);
+  }
 }
 
 function parsePrivateKey(text: string): KeyObject {
@@ -116,6 +128,12 @@ async function toSigningKey(privateKey: KeyObject, alg: SigningAlgorithm | undef
   const algorithm = alg ?? inferAlgorithm(privateKey);
   if (algorithm !== inferAlgorithm(privateKey) && !(algorithm === 'PS256' && privateKey.asymmetricKeyType === 'rsa')) {
     throw new Error(`algorithm ${algorithm} does not fit a ${privateKey.asymmetricKeyType} key`);
+  }
+  // jose refuses to sign RS*/PS* with a modulus under 2048 bits (RFC 7518 §3.3); catch it at startup,
+  // not as a server_error on every issuance.
+  const modulusLength = privateKey.asymmetricKeyDetails?.modulusLength;
+  if (privateKey.asymmetricKeyType === 'rsa' && (modulusLength === undefined || modulusLength < 2048)) {
+    throw new Error(`RSA key of ${modulusLength ?? 'unknown'} bits is too small (2048 at least)`);
   }
   const publicJwk = await exportJWK(createPublicKey(privateKey));
   const keyId = kid ?? (await calculateJwkThumbprint(publicJwk));

@@ -3,6 +3,7 @@ import {
   CLIENT_ASSERTION_TYPE_JWT_BEARER,
   InvalidClient,
   InvalidRequest,
+  isCompactJws,
   OAuthError,
   type AuthenticatedClient,
   type BrokerInfo,
@@ -114,6 +115,7 @@ export class ClientAuthenticator {
       throw new InvalidClient(undefined, { detail: 'client_auth: unsupported or missing client_assertion_type' });
     }
     if (assertion.length > MAX_ASSERTION_BYTES) throw new InvalidClient(undefined, { detail: 'client_auth: assertion too large' });
+    if (!isCompactJws(assertion)) throw new InvalidClient(undefined, { detail: 'client_auth: assertion is not a compact JWS' });
     let unverifiedSubject: unknown;
     try {
       if (decodeProtectedHeader(assertion).crit !== undefined) throw new Error('crit');

@@ -2,6 +2,7 @@ import { decodeJwt, decodeProtectedHeader, errors as joseErrors, jwtVerify, type
 import { z } from 'zod';
 import {
   InvalidToken,
+  isCompactJws,
   OAuthError,
   type HttpFetcher,
   type IdentityAttributes,
@@ -103,6 +104,7 @@ export class JwtVerifier {
 
   async verify(token: string, ctx: ValidationContext): Promise<VerifiedJwt> {
     if (token.length > this.#maxTokenBytes) throw new InvalidToken('too_large');
+    if (!isCompactJws(token)) throw new InvalidToken('malformed', 'not a compact JWS');
     let header: ReturnType<typeof decodeProtectedHeader>;
     let unverified: JWTPayload;
     try {

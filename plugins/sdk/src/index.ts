@@ -31,6 +31,7 @@ export type { BrokerInfo, Clock, FetchJsonOptions, HttpFetcher, JwksCache, KeyRi
 export { token, tokens } from './tokens.js';
 export type { Token, TokenValue } from './tokens.js';
 export { definePlugin, isPluginDefinition } from './define-plugin.js';
+export { isCompactJws } from './compact-jws.js';
 export type { PluginDefinition, PluginDeps, PluginInitArgs, PluginProvides, ResolvedDeps } from './define-plugin.js';
 export {
   CLIENT_ASSERTION_TYPE_JWT_BEARER,

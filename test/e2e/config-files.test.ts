@@ -1,0 +1,52 @@
+import { readdir, readFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { brokerJsonSchema, ConfigError, loadConfigFile, parseConfigText, resolvePlugins, type LoadedConfig } from '@tessera/core';
+
+const resolvePluginsOf = async (loaded: LoadedConfig) => (await resolvePlugins(loaded.config.plugins, loaded.baseDir, loaded.locate)).length;
+
+const REPO = resolve(import.meta.dirname, '../..');
+const CONFIG_DIR = join(REPO, 'config');
+
+describe('config files', () => {
+  it('config/schema.json is what `npm run schema` generates (it cannot rot)', async () => {
+    const committed = JSON.parse(await readFile(join(CONFIG_DIR, 'schema.json'), 'utf8')) as unknown;
+    expect(committed).toEqual(await brokerJsonSchema());
+  });
+
+  it('the JSON Schema types each built-in plugin block', async () => {
+    const schema = (await brokerJsonSchema()) as { properties: { plugins: { items: { anyOf: { properties: { use: { const?: string } } }[] } } } };
+    const uses = schema.properties.plugins.items.anyOf.map((entry) => entry.properties.use.const);
+    expect(uses).toEqual(expect.arrayContaining(['@tessera/plugin-oidc', '@tessera/plugin-access-token']));
+  });
+
+  it('every example config in config/ validates, plugin blocks included', async () => {
+    const files = [
+      ...(await readdir(CONFIG_DIR)).filter((name) => name.endsWith('.yaml')).map((name) => join(CONFIG_DIR, name)),
+      ...(await readdir(join(CONFIG_DIR, 'examples')).catch(() => [] as string[])).filter((name) => name.endsWith('.yaml')).map((name) => join(CONFIG_DIR, 'examples', name)),
+    ];
+    expect(files.length).toBeGreaterThanOrEqual(1);
+    for (const file of files) {
+      const loaded = await loadConfigFile(file, { ...process.env });
+      await expect(resolvePluginsOf(loaded), file).resolves.toBeGreaterThan(0);
+    }
+  });
+
+  it('reports a bad plugin block with file:line and the full path', async () => {
+    const text = ['issuer: https://broker.example', 'plugins:', '  - use: "@tessera/plugin-oidc"', '    config:', '      issuers:', '        - issuer: https://idp.example', '          jwksUri: http://idp.example/jwks', ''].join('\n');
+    const loaded = parseConfigText(text, { file: 'broker.yaml', baseDir: CONFIG_DIR });
+    const error = await resolvePluginsOf(loaded).catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(ConfigError);
+    expect((error as ConfigError).message).toContain('broker.yaml:7: plugins[0].config.issuers[0].jwksUri: must be an https URL');
+  });
+
+  it('names an unknown plugin and a plugin needing another core API', async () => {
+    const text = ['issuer: https://broker.example', 'plugins:', '  - use: "@tessera/plugin-does-not-exist"', '  - use: ./fixtures/future-plugin.mjs', ''].join('\n');
+    const loaded = parseConfigText(text, { file: 'broker.yaml', baseDir: import.meta.dirname });
+    const error = (await resolvePluginsOf(loaded).catch((caught: unknown) => caught)) as ConfigError;
+    expect(error.problems).toEqual([
+      'broker.yaml:3: plugins[0].use: cannot load plugin "@tessera/plugin-does-not-exist"',
+      'broker.yaml:4: plugins[1]: plugin "future" needs core plugin API ^2, this core provides 1.0.0',
+    ]);
+  });
+});
