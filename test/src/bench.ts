@@ -1,0 +1,162 @@
+/**
+ * `npm run bench`: token exchanges per second over loopback HTTP, against an empty Koa handler measured in
+ * the same run on the same machine. Each server runs in its own child process; this process only generates
+ * load (pre-signed tokens, fixed concurrency, keep-alive), so the two numbers share every condition.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createInterface } from 'node:readline';
+import { SignJWT } from 'jose';
+import Koa from 'koa';
+import { createBroker, silentLogger, validateConfig, MemoryAuditSink } from '@tessera/core';
+import { generateTestKey, LoopbackIssuer, type TestKey } from '@tessera/plugin-testkit';
+
+const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 16);
+const REQUESTS = Number(process.env.BENCH_REQUESTS ?? 4000);
+const WARMUP = 400;
+const API = 'https://api.example.test';
+
+interface Phase {
+  readonly name: string;
+  readonly perSecond: number;
+  readonly p50: number;
+  readonly p99: number;
+  readonly ok: number;
+}
+
+async function serve(kind: string): Promise<void> {
+  if (kind === 'koa') {
+    const app = new Koa();
+    app.use((ctx) => {
+      ctx.body = {};
+    });
+    const server = app.listen(0, '127.0.0.1', () => process.stdout.write(`${JSON.stringify({ url: `http://127.0.0.1:${(server.address() as { port: number }).port}` })}\n`));
+    return;
+  }
+  const input = JSON.parse(process.env.BENCH_BROKER_CONFIG!) as Record<string, unknown>;
+  const { createServer } = await import('node:http');
+  const server = createServer();
+  await new Promise<void>((done) => server.listen(0, '127.0.0.1', done));
+  const issuer = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+  // The audit sink is in memory (and trimmed) so the benchmark measures the pipeline, not terminal I/O.
+  const audit = new MemoryAuditSink();
+  setInterval(() => audit.records.splice(0), 1000).unref();
+  const broker = await createBroker(validateConfig({ ...input, issuer }), { logger: silentLogger, audit });
+  server.on('request', broker.app.callback());
+  process.stdout.write(`${JSON.stringify({ url: issuer })}\n`);
+}
+
+async function startChild(kind: string, env: Record<string, string> = {}): Promise<{ url: string; child: ChildProcess }> {
+  const child = spawn(process.execPath, [fileURLToPath(import.meta.url), '--serve', kind], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+  const line = await new Promise<string>((resolve, reject) => {
+    createInterface({ input: child.stdout! }).once('line', resolve);
+    child.once('exit', (code) => reject(new Error(`${kind} server exited with ${code}`)));
+  });
+  return { url: (JSON.parse(line) as { url: string }).url, child };
+}
+
+async function load(name: string, url: string, bodies: string[]): Promise<Phase> {
+  const latencies: number[] = [];
+  let next = 0;
+  let ok = 0;
+  const deadline = Date.now() + 60_000; // bounded in time whatever happens
+  const worker = async () => {
+    while (next < bodies.length && Date.now() < deadline) {
+      const body = bodies[next++]!;
+      const started = performance.now();
+      const response = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body });
+      await response.arrayBuffer();
+      latencies.push(performance.now() - started);
+      if (response.status === 200) ok++;
+    }
+  };
+  const started = performance.now();
+  await Promise.all(Array.from({ length: CONCURRENCY }, worker));
+  const seconds = (performance.now() - started) / 1000;
+  latencies.sort((a, b) => a - b);
+  const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))]!;
+  return { name, perSecond: latencies.length / seconds, p50: at(0.5), p99: at(0.99), ok };
+}
+
+async function assertion(key: TestKey, audience: string): Promise<string> {
+  const now = Math.floor(Date.now() / 1000);
+  return new SignJWT({ jti: randomUUID() })
+    .setProtectedHeader({ alg: key.alg, kid: key.kid })
+    .setIssuer('bench-client')
+    .setSubject('bench-client')
+    .setAudience(audience)
+    .setIssuedAt(now)
+    .setExpirationTime(now + 240)
+    .sign(key.privateKey);
+}
+
+async function main(): Promise<void> {
+  const idp = await LoopbackIssuer.start();
+  const clientKey = await generateTestKey('ES256');
+  const dataDir = await mkdtemp(join(tmpdir(), 'tessera-bench-'));
+  const config = {
+    issuer: 'http://127.0.0.1:1',
+    dataDir,
+    keys: { generate: true },
+    network: { allowLoopbackHttp: true },
+    clients: [{ id: 'bench-client', auth: { method: 'private_key_jwt', jwks: { keys: [clientKey.publicJwk] } } }],
+    plugins: [{ use: '@tessera/plugin-oidc', config: { issuers: [{ issuer: idp.issuer, jwksUri: idp.jwksUri }] } }, { use: '@tessera/plugin-access-token' }],
+    policy: { rules: [{ id: 'bench', match: { issuers: [idp.issuer] }, grant: { audiences: [API], scopes: ['read'], maxLifetimeSeconds: 600 } }] },
+  };
+  const broker = await startChild('broker', { BENCH_BROKER_CONFIG: JSON.stringify(config) });
+  const koa = await startChild('koa');
+  try {
+    const subjectToken = await idp.mint({ sub: 'alice', aud: broker.url }, { expiresIn: 3600 });
+    const tokenEndpoint = `${broker.url}/token`;
+    // Client assertions are single-use (jti replay cache): one per request, signed before timing starts.
+    const bodies = await Promise.all(
+      Array.from({ length: WARMUP + REQUESTS }, async () =>
+        new URLSearchParams({
+          grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange',
+          subject_token: subjectToken,
+          subject_token_type: 'urn:ietf:params:oauth:token-type:id_token',
+          audience: API,
+          scope: 'read',
+          client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
+          client_assertion: await assertion(clientKey, tokenEndpoint),
+        }).toString(),
+      ),
+    );
+    await load('warm-up', tokenEndpoint, bodies.slice(0, WARMUP));
+    await load('warm-up', `${koa.url}/token`, bodies.slice(0, WARMUP));
+    const baseline = await load('empty Koa handler', `${koa.url}/token`, bodies.slice(WARMUP));
+    const exchanges = await load('token exchange', tokenEndpoint, bodies.slice(WARMUP));
+    if (exchanges.ok !== REQUESTS) throw new Error(`only ${exchanges.ok} of ${REQUESTS} exchanges succeeded`);
+
+    const row = (phase: Phase) =>
+      `${phase.name.padEnd(20)} ${phase.perSecond.toFixed(0).padStart(8)}/s   p50 ${phase.p50.toFixed(2).padStart(7)} ms   p99 ${phase.p99.toFixed(2).padStart(7)} ms`;
+    process.stdout.write(
+      [
+        `tessera bench: ${REQUESTS} requests, concurrency ${CONCURRENCY}, loopback HTTP, node ${process.version}`,
+        row(baseline),
+        row(exchanges),
+        `ratio: token exchange = ${((exchanges.perSecond / baseline.perSecond) * 100).toFixed(1)}% of the empty Koa handler`,
+        '(each exchange: client assertion ES256 verify + jti replay check, ID token ES256 verify, policy, access token ES256 sign, audit)',
+        '',
+      ].join('\n'),
+    );
+  } finally {
+    broker.child.kill();
+    koa.child.kill();
+    await idp.close();
+  }
+}
+
+const serveIndex = process.argv.indexOf('--serve');
+if (serveIndex > 0) {
+  void serve(process.argv[serveIndex + 1]!);
+} else {
+  main().catch((error: unknown) => {
+    process.stderr.write(`bench failed: ${error instanceof Error ? error.message : String(error)}\n`);
+    process.exitCode = 1;
+  });
+}
