@@ -4,6 +4,7 @@
  * load (pre-signed tokens, fixed concurrency, keep-alive), so the two numbers share every condition.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { Agent, request } from 'node:http';
 import { randomUUID } from 'node:crypto';
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -59,7 +60,25 @@ async function startChild(kind: string, env: Record<string, string> = {}): Promi
   return { url: (JSON.parse(line) as { url: string }).url, child };
 }
 
-async function load(name: string, url: string, bodies: string[]): Promise<Phase> {
+/** One POST over a keep-alive socket; resolves with the status once the body is drained. */
+function post(agent: Agent, url: URL, body: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const call = request(
+      url,
+      { method: 'POST', agent, headers: { 'content-type': 'application/x-www-form-urlencoded', 'content-length': Buffer.byteLength(body) } },
+      (response) => {
+        response.resume();
+        response.on('end', () => resolve(response.statusCode ?? 0));
+      },
+    );
+    call.on('error', reject);
+    call.end(body);
+  });
+}
+
+async function load(name: string, target: string, bodies: string[]): Promise<Phase> {
+  const url = new URL(target);
+  const agent = new Agent({ keepAlive: true, maxSockets: CONCURRENCY });
   const latencies: number[] = [];
   let next = 0;
   let ok = 0;
@@ -68,15 +87,15 @@ async function load(name: string, url: string, bodies: string[]): Promise<Phase>
     while (next < bodies.length && Date.now() < deadline) {
       const body = bodies[next++]!;
       const started = performance.now();
-      const response = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body });
-      await response.arrayBuffer();
+      const status = await post(agent, url, body);
       latencies.push(performance.now() - started);
-      if (response.status === 200) ok++;
+      if (status === 200) ok++;
     }
   };
   const started = performance.now();
   await Promise.all(Array.from({ length: CONCURRENCY }, worker));
   const seconds = (performance.now() - started) / 1000;
+  agent.destroy();
   latencies.sort((a, b) => a - b);
   const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))]!;
   return { name, perSecond: latencies.length / seconds, p50: at(0.5), p99: at(0.99), ok };
