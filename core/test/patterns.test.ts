@@ -21,6 +21,15 @@ const table: Record<string, readonly Case[]> = {
     ['spiffe://prod/ns/*/sa/*', 'spiffe://prod/ns/payments/x/sa/api', false],
     ['api-*.example', 'api-eu.example', true],
   ],
+  'wildcards never reach into a query or fragment': [
+    ['https://*.example.com', 'https://evil.test?.example.com', false],
+    ['https://*.example.com', 'https://evil.test#.example.com', false],
+    ['https://*.example.com', 'https://api.example.com', true],
+    ['https://api.example.com/**', 'https://api.example.com/a/b?admin=1', false],
+    ['https://api.example.com/**', 'https://api.example.com/a/b', true],
+    ['https://api.example.com/**?v=1', 'https://api.example.com/a/b?v=1', true],
+    ['*@example.com', 'alice@example.com', true],
+  ],
   '`**` crosses segments': [
     ['repo:acme/**', 'repo:acme/api/deploy/prod', true],
     ['repo:acme/**', 'repo:acme/', true],

@@ -91,7 +91,7 @@ export function allowRule(issuer: string, extra: Record<string, unknown> = {}): 
   return {
     id: 'idp-to-api',
     match: { issuers: [issuer] },
-    grant: { audiences: [API, 'https://other.example.test/**'], defaultAudiences: [API], scopes: ['read', 'write'], maxLifetimeSeconds: 600, ...extra },
+    grant: { audiences: [API, 'https://other.example.test/**', 'https://other.example.test/**?x=1'], defaultAudiences: [API], scopes: ['read', 'write'], maxLifetimeSeconds: 600, ...extra },
   };
 }
 
