@@ -265,6 +265,7 @@ describe('refusals', () => {
     it('a repeated parameter → invalid_request', async () => {
       const token = await idp.mint(claims());
       expectRefusal(await exchange(token, { scope: ['read', 'read'] }), 400, 'invalid_request', [token]);
+      expectReason('repeated parameter scope');
     });
 
     it('actor_token is validated and then refused, never silently ignored', async () => {
@@ -302,6 +303,7 @@ describe('refusals', () => {
       const call = await postToken(running.tokenEndpoint, {}, { method: 'GET' });
       expectRefusal(call, 405, 'invalid_request');
       expect(call.headers.get('allow')).toBe('POST');
+      expect(running.audit.records.at(-1)).toMatchObject({ decision: 'deny', error: 'invalid_request', reason: 'method GET' });
     });
 
     it('JSON body → 415', async () => {
@@ -313,6 +315,7 @@ describe('refusals', () => {
     it('body over 64 KiB → 413', async () => {
       const call = await postToken(running.tokenEndpoint, { grant_type: TOKEN_EXCHANGE, subject_token: 'x'.repeat(70_000), subject_token_type: ID_TOKEN });
       expectRefusal(call, 413, 'invalid_request');
+      expectReason('body size');
     });
 
     it('unknown path → 404 JSON', async () => {

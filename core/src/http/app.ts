@@ -27,13 +27,14 @@ export function createHttpApp(deps: HttpAppDeps): Koa {
   router.all(`${base}/token`, async (ctx) => {
     ctx.set('Cache-Control', 'no-store');
     ctx.set('Pragma', 'no-cache');
-    if (ctx.method !== 'POST') {
-      ctx.set('Allow', 'POST');
-      throw new InvalidRequest('method not allowed', { status: 405, detail: `method ${ctx.method}` });
-    }
-    const parameters = await readFormBody(ctx, deps.maxBodyBytes);
-    const request = tokenRequestFrom(parameters, ctx.get('authorization') || undefined);
-    ctx.body = await deps.tokenEndpoint.handle(request, ctx.state.requestId as string);
+    ctx.body = await deps.tokenEndpoint.handle(async () => {
+      if (ctx.method !== 'POST') {
+        ctx.set('Allow', 'POST');
+        throw new InvalidRequest('method not allowed', { status: 405, detail: `method ${ctx.method.slice(0, 16)}` });
+      }
+      const parameters = await readFormBody(ctx, deps.maxBodyBytes);
+      return tokenRequestFrom(parameters, ctx.get('authorization') || undefined);
+    }, ctx.state.requestId as string);
   });
 
   const metadataPath = `/.well-known/oauth-authorization-server${base}`;

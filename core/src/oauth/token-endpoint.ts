@@ -42,11 +42,15 @@ export interface TokenEndpointDeps {
 export class TokenEndpoint {
   constructor(private readonly deps: TokenEndpointDeps) {}
 
-  async handle(request: TokenRequest, requestId: string): Promise<TokenResponse> {
+  /**
+   * `readRequest` runs inside the audited scope, so transport refusals (method, content type, size,
+   * repeated parameters) are recorded like any other denial.
+   */
+  async handle(readRequest: () => Promise<TokenRequest>, requestId: string): Promise<TokenResponse> {
     const started = performance.now();
     const trace: ExchangeTrace = {};
     try {
-      const response = await this.#dispatch(request, trace);
+      const response = await this.#dispatch(await readRequest(), trace);
       this.#audit(requestId, started, trace);
       return response;
     } catch (caught) {
