@@ -1,9 +1,10 @@
-import { decodeJwt, decodeProtectedHeader, errors as joseErrors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
+import { decodeJwt, decodeProtectedHeader, errors as joseErrors, jwtVerify, type JWTPayload } from 'jose';
 import { z } from 'zod';
 import {
   InvalidToken,
   isCompactJws,
   OAuthError,
+  TemporarilyUnavailable,
   type HttpFetcher,
   type IdentityAttributes,
   type JwksCache,
@@ -74,7 +75,7 @@ export interface VerifiedJwt {
  */
 export class JwtVerifier {
   readonly #issuers: ReadonlyMap<string, TrustedIssuerConfig>;
-  readonly #keySources = new Map<string, Promise<JWTVerifyGetKey>>();
+  readonly #jwksUris = new Map<string, Promise<string>>();
   readonly #maxTokenBytes: number;
 
   constructor(
@@ -94,7 +95,7 @@ export class JwtVerifier {
     return Promise.all(
       this.issuers.map(async (issuer) => {
         try {
-          return { issuer: issuer.issuer, ok: await this.deps.jwks.warm(await this.#jwksUri(issuer)) };
+          return { issuer: issuer.issuer, ok: await this.deps.jwks.warm(await this.#jwksUriOf(issuer)) };
         } catch {
           return { issuer: issuer.issuer, ok: false };
         }
@@ -122,7 +123,7 @@ export class JwtVerifier {
       throw new InvalidToken('algorithm', 'alg not allowed for issuer');
     }
 
-    const keys = await this.#keySource(trusted);
+    const keys = this.deps.jwks.remote(await this.#jwksUriOf(trusted));
     let payload: JWTPayload;
     try {
       // `jwk`, `jku`, `x5u`, `x5c` headers are never consulted: keys come only from the issuer's JWKS.
@@ -157,22 +158,24 @@ export class JwtVerifier {
     return { identity, payload, issuer: trusted };
   }
 
-  #keySource(issuer: TrustedIssuerConfig): Promise<JWTVerifyGetKey> {
-    let source = this.#keySources.get(issuer.issuer);
-    if (!source) {
-      source = this.#jwksUri(issuer).then((uri) => this.deps.jwks.remote(uri));
-      this.#keySources.set(issuer.issuer, source);
-      // A failed discovery is retried on the next token rather than cached forever.
-      source.catch(() => this.#keySources.delete(issuer.issuer));
+  /** The issuer's JWKS URL: configured, or discovered once and shared by warm-up and every token. */
+  #jwksUriOf(issuer: TrustedIssuerConfig): Promise<string> {
+    if (issuer.jwksUri) return Promise.resolve(issuer.jwksUri);
+    let uri = this.#jwksUris.get(issuer.issuer);
+    if (!uri) {
+      uri = this.#discover(issuer);
+      this.#jwksUris.set(issuer.issuer, uri);
+      // A failed discovery is retried on the next token rather than cached.
+      uri.catch(() => this.#jwksUris.delete(issuer.issuer));
     }
-    return source;
+    return uri;
   }
 
-  async #jwksUri(issuer: TrustedIssuerConfig): Promise<string> {
-    if (issuer.jwksUri) return issuer.jwksUri;
+  async #discover(issuer: TrustedIssuerConfig): Promise<string> {
     const discoveryUrl = `${issuer.issuer.replace(/\/$/, '')}/.well-known/openid-configuration`;
     const document = await this.deps.http.getJson(discoveryUrl).catch((cause: unknown) => {
-      throw new InvalidToken('untrusted_issuer', 'discovery unavailable', { cause });
+      // The issuer is trusted but unreachable: an upstream outage, not a bad token.
+      throw new TemporarilyUnavailable('token issuer is unavailable, retry later', { detail: `discovery unavailable: ${new URL(discoveryUrl).origin}`, cause });
     });
     const parsed = discoverySchema.safeParse(document);
     // OIDC Discovery §4.3: the document's issuer must be identical to the configured one.

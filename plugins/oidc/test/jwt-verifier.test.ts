@@ -1,7 +1,7 @@
 import 'reflect-metadata';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GuardedFetcher, RemoteJwksCache, silentLogger } from '@tessera/core';
-import { InvalidToken, TOKEN_TYPE_ID_TOKEN, type ValidationContext } from '@tessera/plugin-sdk';
+import { InvalidToken, TemporarilyUnavailable, TOKEN_TYPE_ID_TOKEN, type ValidationContext } from '@tessera/plugin-sdk';
 import { LoopbackIssuer, sendJson, startLoopbackServer, type LoopbackServer } from '@tessera/plugin-testkit';
 import { JwtVerifier, oidcConfigSchema } from '../src/index.js';
 
@@ -78,6 +78,24 @@ describe('JwtVerifier', () => {
     const verifier = verifierFor([{ issuer }]);
     const token = await idp.mint({ sub: 'a', aud: BROKER, iss: issuer });
     expect((await rejection(verifier.verify(token, context()))).reason).toBe('untrusted_issuer');
+  });
+
+  it('discovers once for warm-up and tokens alike, and reports a dark issuer as an outage (503), not a bad token', async () => {
+    const fresh = await LoopbackIssuer.start({ path: '/fresh' });
+    try {
+      const verifier = verifierFor([{ issuer: fresh.issuer }]);
+      expect(await verifier.warm()).toEqual([{ issuer: fresh.issuer, ok: true }]);
+      await verifier.verify(await fresh.mint({ sub: 'a', aud: BROKER }), context());
+      expect(fresh.discoveryFetches).toBe(1);
+
+      const dark = verifierFor([{ issuer: fresh.issuer }]);
+      fresh.available = false;
+      const error = await dark.verify(await fresh.mint({ sub: 'a', aud: BROKER }), context()).catch((caught: unknown) => caught);
+      expect(error).toBeInstanceOf(TemporarilyUnavailable);
+      expect((error as TemporarilyUnavailable).headers['Retry-After']).toEqual(expect.any(String));
+    } finally {
+      await fresh.close();
+    }
   });
 
   it('requires a non-empty sub', async () => {
