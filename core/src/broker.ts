@@ -90,12 +90,33 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions 
 
   const resolved = await resolvePlugins(config.plugins, baseDir, options.locate);
   const plugins = await initPlugins(resolved, container);
+  for (const plugin of plugins) if (plugin.provides.close) closers.push(plugin.provides.close);
+  try {
+    return await assemble(config, { ...options, baseDir }, { container, closers, log, info, keyRing, plugins });
+  } catch (error) {
+    // Startup failed after plugins opened resources: release them before reporting.
+    for (const close of closers.reverse()) await Promise.resolve(close()).catch(() => undefined);
+    throw error;
+  }
+}
+
+interface Assembly {
+  readonly container: DependencyContainer;
+  readonly closers: (() => void | Promise<void>)[];
+  readonly log: Logger;
+  readonly info: ReturnType<typeof brokerInfoFor>;
+  readonly keyRing: Awaited<ReturnType<typeof loadKeyRing>>;
+  readonly plugins: readonly LoadedPlugin[];
+}
+
+async function assemble(config: BrokerConfig, options: BrokerOptions & { baseDir: string }, parts: Assembly): Promise<Broker> {
+  const { container, closers, log, info, keyRing, plugins } = parts;
+  const baseDir = options.baseDir;
   const validators = new ValidatorRegistry();
   const issuers = new IssuerRegistry();
   for (const plugin of plugins) {
     for (const validator of plugin.provides.validators ?? []) validators.add(plugin.name, validator);
     for (const issuer of plugin.provides.issuers ?? []) issuers.add(plugin.name, issuer);
-    if (plugin.provides.close) closers.push(plugin.provides.close);
   }
   provideValue(container, coreTokens.validators, validators);
   provideValue(container, coreTokens.issuers, issuers);
@@ -147,7 +168,8 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions 
       }),
   );
 
-  // Resolve eagerly so config errors (bad client keys, bad hashes) stop startup, not the first request.
+  // Resolve eagerly so config errors (bad client keys, bad hashes, bad rule defaults) stop startup, not the first request.
+  resolve(container, coreTokens.policy);
   const authenticator = resolve(container, coreTokens.clientAuthenticator);
   const grantTypes = [...new Set(config.clients.flatMap((client) => client.grantTypes))].map((name) => GRANT_TYPE_URIS[name]);
   const app = createHttpApp({

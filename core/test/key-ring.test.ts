@@ -135,6 +135,15 @@ describe('loadKeyRing', () => {
       await expectVerifies(ring);
     });
 
+    it("keeps a JWK file's own alg and kid (what `tessera keys generate --alg PS256` writes)", async () => {
+      const { generatePrivateJwk } = await import('../src/keys/key-ring.js');
+      const jwk = await generatePrivateJwk('PS256');
+      const ring = await load({ files: [{ path: await writeJwk('ps.jwk.json', jwk) }] });
+      expect(ring.publicJwks().keys[0]).toMatchObject({ alg: 'PS256', kid: jwk.kid });
+      expect(ring.algorithms).toEqual(['PS256']);
+      await expectVerifies(ring);
+    });
+
     it('loads a private JWK file with a configured kid', async () => {
       const jwk = ecKey('P-384').export({ format: 'jwk' });
       const ring = await load({ files: [{ path: await writeJwk('key.jwk.json', jwk), kid: 'broker-2030' }] });

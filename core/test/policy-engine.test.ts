@@ -143,13 +143,13 @@ describe('PolicyEngine', () => {
       expect(decision.grant.audiences).toEqual(['https://default.example']);
     });
 
-    it('still checks defaultAudiences against the allowed audiences', () => {
-      const decision = refused(
-        engine({ id: 'r', grant: { audiences: ['https://api.example'], defaultAudiences: ['https://default.example'] } }).decide(
-          request({ targets: [] }),
-        ),
+    it('refuses at startup a rule whose defaults it would itself refuse', () => {
+      expect(() => engine({ id: 'r', grant: { audiences: ['https://api.example'], defaultAudiences: ['https://default.example'] } })).toThrow(
+          'policy.rules[0].grant.defaultAudiences: "https://default.example" is not in audiences (rule r)',
       );
-      expect(decision.reason).toBe('audience_not_allowed');
+      expect(() => engine({ id: 'r', grant: { ...open, scopes: ['read'], defaultScopes: ['write'] } })).toThrow(
+          'policy.rules[0].grant.defaultScopes: "write" is not in scopes (rule r)',
+      );
     });
 
     it('does not add defaultAudiences to a request that names its own', () => {

@@ -66,7 +66,7 @@ export class PinoAuditSink implements AuditSink {
   }
 }
 
-/** Keeps records in memory: for tests and `policy explain`. */
+/** Keeps records in memory (tests, benchmarks, embedding hosts). */
 export class MemoryAuditSink implements AuditSink {
   readonly records: AuditRecord[] = [];
   record(record: AuditRecord): void {

@@ -28,6 +28,7 @@ const jwksSchema = z.object({ keys: z.array(z.record(z.string(), z.unknown())).m
 const secretHash = z
   .string()
   .regex(/^\$scrypt\$/, 'must be a scrypt hash made by `tessera secret hash`')
+  // Marked so tooling that prints a resolved config can redact it.
   .meta({ secret: true })
   .describe('scrypt hash of the client secret (never the secret itself)');
 

@@ -4,7 +4,7 @@ import { dirname, resolve } from 'node:path';
 import { calculateJwkThumbprint, createLocalJWKSet, exportJWK, generateKeyPair, SignJWT, type JSONWebKeySet, type JWK, type JWTPayload, type JWTVerifyGetKey } from 'jose';
 import type { KeyRing, Logger, SignedToken } from '@tessera/plugin-sdk';
 import { ConfigError } from '../config/errors.js';
-import type { BrokerConfig } from '../config/schema.js';
+import { SIGNING_ALGORITHMS, type BrokerConfig } from '../config/schema.js';
 
 type SigningAlgorithm = BrokerConfig['keys']['algorithm'];
 
@@ -59,7 +59,9 @@ export async function loadKeyRing(config: BrokerConfig['keys'], options: { baseD
       throw new ConfigError([`keys.files[${index}].path: cannot read the key file`]);
     }
     try {
-      keys.push(await toSigningKey(parsePrivateKey(text), file.algorithm, file.kid));
+      const parsed = parsePrivateKey(text);
+      // Config wins; otherwise a JWK file's own `alg` and `kid` are kept (as `tessera keys generate` writes them).
+      keys.push(await toSigningKey(parsed.key, file.algorithm ?? parsed.alg, file.kid ?? parsed.kid));
     } catch (error) {
       throw new ConfigError([`keys.files[${index}]: ${error instanceof Error ? error.message : 'unusable key'}`]);
     }
@@ -102,14 +104,17 @@ async function generatedKey(alg: SigningAlgorithm, dataDir: string, log: Logger)
   }
 }
 
-function parsePrivateKey(text: string): KeyObject {
+function parsePrivateKey(text: string): { key: KeyObject; alg?: SigningAlgorithm; kid?: string } {
   const trimmed = text.trim();
   if (trimmed.startsWith('{')) {
     const jwk = JSON.parse(trimmed) as JWK;
     if (typeof jwk.d !== 'string') throw new Error('JWK has no private part');
-    return createPrivateKey({ key: jwk as import('node:crypto').JsonWebKey, format: 'jwk' });
+    const key = createPrivateKey({ key: jwk as import('node:crypto').JsonWebKey, format: 'jwk' });
+    const alg = (SIGNING_ALGORITHMS as readonly string[]).includes(jwk.alg ?? '') ? (jwk.alg as SigningAlgorithm) : undefined;
+    if (jwk.alg !== undefined && alg === undefined) throw new Error(`JWK alg ${jwk.alg} is not a supported signing algorithm`);
+    return { key, ...(alg ? { alg } : {}), ...(typeof jwk.kid === 'string' ? { kid: jwk.kid } : {}) };
   }
-  return createPrivateKey({ key: trimmed, format: 'pem' });
+  return { key: createPrivateKey({ key: trimmed, format: 'pem' }) };
 }
 
 function inferAlgorithm(key: KeyObject): SigningAlgorithm {

@@ -8,6 +8,7 @@ import {
   type TokenTypeUrn,
   type VerifiedIdentity,
 } from '@tessera/plugin-sdk';
+import { ConfigError } from '../config/errors.js';
 import type { GrantTypeName, PolicyRuleConfig } from '../config/schema.js';
 import { compilePatternList, type Matcher } from './patterns.js';
 
@@ -45,6 +46,15 @@ export class PolicyEngine {
   readonly #rules: readonly CompiledRule[];
 
   constructor(rules: readonly PolicyRuleConfig[]) {
+    // Defaults outside what a rule allows would be refused on every request: catch them at startup.
+    const problems = rules.flatMap((rule, index) => {
+      const allowed = compilePatternList(rule.grant.audiences)!;
+      return [
+        ...rule.grant.defaultAudiences.filter((audience) => !allowed(audience)).map((audience) => `policy.rules[${index}].grant.defaultAudiences: "${audience}" is not in audiences (rule ${rule.id})`),
+        ...rule.grant.defaultScopes.filter((scope) => !rule.grant.scopes.includes(scope)).map((scope) => `policy.rules[${index}].grant.defaultScopes: "${scope}" is not in scopes (rule ${rule.id})`),
+      ];
+    });
+    if (problems.length > 0) throw new ConfigError(problems);
     this.#rules = rules.map((config) => ({
       config,
       clients: compilePatternList(config.match.clients),

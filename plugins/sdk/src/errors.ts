@@ -139,8 +139,8 @@ export type TokenRejection =
 
 /**
  * Thrown by validators for anything wrong with a presented token. The broker turns it into the error
- * the role calls for: `invalid_request` for subject and actor tokens (RFC 8693 §2.2.2), `invalid_grant`
- * for a JWT bearer assertion (RFC 7523 §3.1), `invalid_client` for a client assertion.
+ * the role calls for: `invalid_request` for subject and actor tokens (RFC 8693 §2.2.2) and
+ * `invalid_grant` for a JWT bearer assertion (RFC 7523 §3.1).
  */
 export class InvalidToken extends InvalidRequest {
   readonly reason: TokenRejection;
