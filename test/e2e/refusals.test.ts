@@ -7,6 +7,7 @@ import {
   ACCESS_TOKEN,
   allowRule,
   API,
+  ASSERTION_TYPE,
   generateTestKey,
   ID_TOKEN,
   JWT_BEARER,
@@ -327,6 +328,14 @@ describe('refusals', () => {
   describe('client authentication → 401 invalid_client with WWW-Authenticate', () => {
     const subject = () => idp.mint({ sub: 'alice', aud: running.issuer });
     const expectChallenge = (call: TokenCall) => expect(call.headers.get('www-authenticate')).toMatch(/^Basic realm=/);
+    const withAssertion = async (assertion: string) =>
+      postToken(running.tokenEndpoint, {
+        grant_type: TOKEN_EXCHANGE,
+        subject_token: await subject(),
+        subject_token_type: ID_TOKEN,
+        client_assertion_type: ASSERTION_TYPE,
+        client_assertion: assertion,
+      });
 
     it('no client authentication at all', async () => {
       const call = await postToken(running.tokenEndpoint, { grant_type: TOKEN_EXCHANGE, subject_token: await subject(), subject_token_type: ID_TOKEN });
@@ -336,9 +345,8 @@ describe('refusals', () => {
 
     it('a replayed client assertion', async () => {
       const assertion = await client.assertion(running.tokenEndpoint);
-      const fields = { grant_type: TOKEN_EXCHANGE, subject_token_type: ID_TOKEN, audience: API, client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: assertion };
-      expect((await postToken(running.tokenEndpoint, { ...fields, subject_token: await subject() })).status).toBe(200);
-      const replay = await postToken(running.tokenEndpoint, { ...fields, subject_token: await subject() });
+      expect((await withAssertion(assertion)).status).toBe(200);
+      const replay = await withAssertion(assertion);
       expectRefusal(replay, 401, 'invalid_client', [assertion]);
       expectChallenge(replay);
       expect(running.audit.records.at(-1)?.reason).toContain('replayed');
@@ -346,25 +354,13 @@ describe('refusals', () => {
 
     it('assertion for another audience', async () => {
       const assertion = await client.assertion('https://other-server.example/token');
-      const call = await postToken(running.tokenEndpoint, {
-        grant_type: TOKEN_EXCHANGE,
-        subject_token: await subject(),
-        subject_token_type: ID_TOKEN,
-        client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
-        client_assertion: assertion,
-      });
+      const call = await withAssertion(assertion);
       expectRefusal(call, 401, 'invalid_client', [assertion]);
     });
 
     it('assertion living longer than 5 minutes', async () => {
       const assertion = await client.assertion(running.tokenEndpoint, {}, { lifetime: 3600 });
-      const call = await postToken(running.tokenEndpoint, {
-        grant_type: TOKEN_EXCHANGE,
-        subject_token: await subject(),
-        subject_token_type: ID_TOKEN,
-        client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
-        client_assertion: assertion,
-      });
+      const call = await withAssertion(assertion);
       expectRefusal(call, 401, 'invalid_client', [assertion]);
     });
 
@@ -374,13 +370,7 @@ describe('refusals', () => {
         await client.assertion(running.tokenEndpoint, {}, { key: await generateTestKey('ES256') }),
         await client.assertion(running.tokenEndpoint, { iss: 'someone-else' }),
       ]) {
-        const call = await postToken(running.tokenEndpoint, {
-          grant_type: TOKEN_EXCHANGE,
-          subject_token: await subject(),
-          subject_token_type: ID_TOKEN,
-          client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
-          client_assertion: assertion,
-        });
+        const call = await withAssertion(assertion);
         expectRefusal(call, 401, 'invalid_client', [assertion]);
       }
     });

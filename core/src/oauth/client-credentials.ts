@@ -1,8 +1,8 @@
 import { GRANT_TYPE_CLIENT_CREDENTIALS, UnauthorizedClient, type AuthenticatedClient, type VerifiedIdentity } from '@tessera/plugin-sdk';
 import type { ExchangePipeline, ExchangeTrace } from './exchange-pipeline.js';
-import { parseScope, parseTargets } from './parameters.js';
+import { readTargetsAndScope } from './parameters.js';
 import type { TokenRequest } from './request.js';
-import type { TokenResponse } from './token-response.js';
+import { tokenResponse, type TokenResponse } from './token-response.js';
 
 /** The identity of a client acting for itself; policy matches it with `subjectTokenTypes: [this]`. */
 export const TOKEN_TYPE_CLIENT = 'urn:tessera:token-type:client';
@@ -21,9 +21,7 @@ export async function clientCredentials(
   trace: ExchangeTrace,
   context: { readonly brokerIssuer: string; readonly now: Date },
 ): Promise<TokenResponse> {
-  const targets = parseTargets(request);
-  const scopes = parseScope(request);
-  trace.requested = { ...targets, ...(scopes ? { scopes } : {}) };
+  const { scopes, ...targets } = readTargetsAndScope(request, trace);
   if (client.authMethod !== 'private_key_jwt') {
     throw new UnauthorizedClient('client_credentials requires JWT client authentication', { detail: `client_credentials with ${client.authMethod}` });
   }
@@ -41,10 +39,5 @@ export async function clientCredentials(
     { grantType: 'client_credentials', grantTypeUri: GRANT_TYPE_CLIENT_CREDENTIALS, client, subject, ...targets, scopes },
     trace,
   );
-  return {
-    access_token: issued.token,
-    token_type: issued.tokenType,
-    expires_in: issued.expiresIn,
-    ...(grant.scopes.length > 0 ? { scope: grant.scopes.join(' ') } : {}),
-  };
+  return tokenResponse(grant, issued, { exchange: false });
 }

@@ -1,8 +1,8 @@
 import { GRANT_TYPE_JWT_BEARER, InvalidRequest, TOKEN_TYPE_JWT, type AuthenticatedClient } from '@tessera/plugin-sdk';
 import type { ExchangePipeline, ExchangeTrace } from './exchange-pipeline.js';
-import { parseScope, parseTargets } from './parameters.js';
+import { readTargetsAndScope } from './parameters.js';
 import type { TokenRequest } from './request.js';
-import type { TokenResponse } from './token-response.js';
+import { tokenResponse, type TokenResponse } from './token-response.js';
 
 /**
  * RFC 7523 §2.1: the assertion is verified by the validator registered for the JWT token type, exactly as
@@ -10,9 +10,7 @@ import type { TokenResponse } from './token-response.js';
  */
 export async function jwtBearer(request: TokenRequest, client: AuthenticatedClient, pipeline: ExchangePipeline, trace: ExchangeTrace): Promise<TokenResponse> {
   const assertion = request.get('assertion');
-  const targets = parseTargets(request);
-  const scopes = parseScope(request);
-  trace.requested = { ...targets, ...(scopes ? { scopes } : {}) };
+  const { scopes, ...targets } = readTargetsAndScope(request, trace);
   if (assertion === undefined) throw new InvalidRequest('assertion is required', { detail: 'missing assertion' });
 
   trace.subject = await pipeline.validate(assertion, TOKEN_TYPE_JWT, 'assertion');
@@ -20,10 +18,5 @@ export async function jwtBearer(request: TokenRequest, client: AuthenticatedClie
     { grantType: 'jwt_bearer', grantTypeUri: GRANT_TYPE_JWT_BEARER, client, subject: trace.subject, ...targets, scopes },
     trace,
   );
-  return {
-    access_token: issued.token,
-    token_type: issued.tokenType,
-    expires_in: issued.expiresIn,
-    ...(grant.scopes.length > 0 ? { scope: grant.scopes.join(' ') } : {}),
-  };
+  return tokenResponse(grant, issued, { exchange: false });
 }

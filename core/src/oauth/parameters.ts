@@ -1,11 +1,12 @@
 import { InvalidScope, InvalidTarget } from '@tessera/plugin-sdk';
+import type { ExchangeTrace } from './exchange-pipeline.js';
 import type { TokenRequest } from './request.js';
 
 // RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ).
 const SCOPE_TOKEN = /^[\x21\x23-\x5b\x5d-\x7e]+$/;
 
 /** Undefined when no `scope` was sent (policy defaults apply); otherwise the distinct scope tokens. */
-export function parseScope(request: TokenRequest): string[] | undefined {
+function parseScope(request: TokenRequest): string[] | undefined {
   const raw = request.get('scope');
   if (raw === undefined) return undefined;
   const scopes = raw.split(' ').filter((scope) => scope !== '');
@@ -14,7 +15,7 @@ export function parseScope(request: TokenRequest): string[] | undefined {
 }
 
 /** RFC 8693 §2.1: `resource` is an absolute URI without fragment; `audience` is any string. Both may repeat. */
-export function parseTargets(request: TokenRequest): { audiences: string[]; resources: string[] } {
+function parseTargets(request: TokenRequest): { audiences: string[]; resources: string[] } {
   const resources = [...request.getAll('resource')];
   for (const resource of resources) {
     if (!URL.canParse(resource) || new URL(resource).hash !== '' || resource.includes('#')) {
@@ -22,4 +23,12 @@ export function parseTargets(request: TokenRequest): { audiences: string[]; reso
     }
   }
   return { audiences: [...request.getAll('audience')], resources };
+}
+
+/** Targets and scope of any grant, recorded in the trace before anything can refuse the request. */
+export function readTargetsAndScope(request: TokenRequest, trace: ExchangeTrace, tokenType?: string) {
+  const targets = parseTargets(request);
+  const scopes = parseScope(request);
+  trace.requested = { ...(tokenType !== undefined ? { tokenType } : {}), ...targets, ...(scopes ? { scopes } : {}) };
+  return { ...targets, scopes };
 }

@@ -1,8 +1,8 @@
 import { GRANT_TYPE_TOKEN_EXCHANGE, InvalidRequest, type AuthenticatedClient } from '@tessera/plugin-sdk';
 import type { ExchangePipeline, ExchangeTrace } from './exchange-pipeline.js';
-import { parseScope, parseTargets } from './parameters.js';
+import { readTargetsAndScope } from './parameters.js';
 import type { TokenRequest } from './request.js';
-import type { TokenResponse } from './token-response.js';
+import { tokenResponse, type TokenResponse } from './token-response.js';
 
 /** RFC 8693 §2: token exchange. */
 export async function tokenExchange(
@@ -16,9 +16,7 @@ export async function tokenExchange(
   const actorToken = request.get('actor_token');
   const actorTokenType = request.get('actor_token_type');
   const requestedTokenType = request.get('requested_token_type');
-  const targets = parseTargets(request);
-  const scopes = parseScope(request);
-  trace.requested = { tokenType: requestedTokenType, ...targets, ...(scopes ? { scopes } : {}) };
+  const { scopes, ...targets } = readTargetsAndScope(request, trace, requestedTokenType);
 
   if (subjectToken === undefined || subjectTokenType === undefined) {
     throw new InvalidRequest('subject_token and subject_token_type are required', { detail: 'missing subject_token parameters' });
@@ -47,12 +45,5 @@ export async function tokenExchange(
     },
     trace,
   );
-  // RFC 8693 §2.2.1.
-  return {
-    access_token: issued.token,
-    issued_token_type: issued.issuedTokenType,
-    token_type: issued.tokenType,
-    expires_in: issued.expiresIn,
-    ...(grant.scopes.length > 0 ? { scope: grant.scopes.join(' ') } : {}),
-  };
+  return tokenResponse(grant, issued, { exchange: true });
 }
