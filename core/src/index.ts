@@ -9,6 +9,7 @@ export { brokerConfigSchema } from './config/schema.js';
 export type { BrokerConfig, BrokerConfigInput, ClientConfig, PolicyRuleConfig } from './config/schema.js';
 export { brokerJsonSchema } from './config/json-schema.js';
 export { resolvePlugins } from './plugins/loader.js';
+export { checkConfig } from './config/check.js';
 export type { LoadedPlugin, PluginEntryResult } from './plugins/loader.js';
 export { MemoryAuditSink } from './audit/audit-log.js';
 export type { AuditRecord, AuditSink } from './audit/audit-log.js';

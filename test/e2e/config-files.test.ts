@@ -1,12 +1,23 @@
-import { readdir, readFile } from 'node:fs/promises';
+import { generateKeyPairSync } from 'node:crypto';
+import { mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { describe, expect, it } from 'vitest';
-import { brokerJsonSchema, ConfigError, loadConfigFile, parseConfigText, resolvePlugins, type LoadedConfig } from '@tessera/core';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { brokerJsonSchema, checkConfig, ConfigError, loadConfigFile, parseConfigText, resolvePlugins, type LoadedConfig } from '@tessera/core';
 
 const resolvePluginsOf = async (loaded: LoadedConfig) => (await resolvePlugins(loaded.config.plugins, loaded.baseDir, loaded.locate)).length;
 
 const REPO = resolve(import.meta.dirname, '../..');
 const CONFIG_DIR = join(REPO, 'config');
+/** Example configs name production key paths (through TESSERA_KEY_DIR): real keys are made for them here. */
+let FIXTURE_KEYS = '';
+beforeAll(async () => {
+  FIXTURE_KEYS = await mkdtemp(join(tmpdir(), 'tessera-example-keys-'));
+  for (const name of ['signing-2025-06.pem', 'signing-2025-01.pem']) {
+    const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    await writeFile(join(FIXTURE_KEYS, name), privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
+  }
+});
 
 describe('config files', () => {
   it('config/schema.json is what `npm run schema` generates (it cannot rot)', async () => {
@@ -27,9 +38,33 @@ describe('config files', () => {
     ];
     expect(files.length).toBeGreaterThanOrEqual(1);
     for (const file of files) {
-      const loaded = await loadConfigFile(file, { ...process.env });
+      const loaded = await loadConfigFile(file, { ...process.env, TESSERA_KEY_DIR: FIXTURE_KEYS });
       await expect(resolvePluginsOf(loaded), file).resolves.toBeGreaterThan(0);
+      await expect(checkConfig(loaded), file).resolves.toBeUndefined();
     }
+  });
+
+  it('config validate catches what would stop startup: hashes, inline JWKS, rule defaults, key files', async () => {
+    const text = [
+      'issuer: https://broker.example',
+      'keys:',
+      '  files: [{ path: missing.pem }]',
+      'clients:',
+      '  - id: a',
+      '    auth: { method: client_secret_basic, secretHash: "$scrypt$N=3,r=8,p=1$xx$yy" }',
+      'policy:',
+      '  rules:',
+      '    - id: r',
+      '      grant: { audiences: [https://api.example], defaultAudiences: [https://other.example] }',
+      '',
+    ].join('\n');
+    const error = (await checkConfig(parseConfigText(text, { file: 'broker.yaml', baseDir: CONFIG_DIR })).catch((caught: unknown) => caught)) as ConfigError;
+    expect(error).toBeInstanceOf(ConfigError);
+    expect(error.problems).toEqual([
+      'policy.rules[0].grant.defaultAudiences: "https://other.example" is not in audiences (rule r)',
+      'clients[0].auth.secretHash: not a valid scrypt hash',
+      'keys.files[0].path: cannot read the key file',
+    ]);
   });
 
   it('reports a bad plugin block with file:line and the full path', async () => {

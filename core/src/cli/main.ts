@@ -5,11 +5,11 @@ import { writeFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { createBroker } from '../broker.js';
 import { ConfigError } from '../config/errors.js';
+import { checkConfig } from '../config/check.js';
 import { brokerJsonSchema } from '../config/json-schema.js';
 import { loadConfigFile } from '../config/load.js';
 import { generatePrivateJwk } from '../keys/key-ring.js';
 import { hashClientSecret } from '../oauth/client-secret.js';
-import { resolvePlugins } from '../plugins/loader.js';
 import { SIGNING_ALGORITHMS } from '../config/schema.js';
 
 const USAGE = `usage: tessera <command>
@@ -71,8 +71,7 @@ async function configCommand(args: string[]): Promise<number> {
     const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { config: { type: 'string', short: 'c' } } });
     const file = values.config ?? positionals[0];
     if (!file) throw new UsageError('config validate needs FILE');
-    const loaded = await loadConfigFile(file);
-    await resolvePlugins(loaded.config.plugins, loaded.baseDir, loaded.locate);
+    await checkConfig(await loadConfigFile(file));
     process.stdout.write(`${file}: valid\n`);
     return 0;
   }
