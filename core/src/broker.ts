@@ -89,9 +89,8 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions 
   provideValue(container, tokens.brokerInfo, { issuer: info.issuer, tokenEndpoint: info.tokenEndpoint });
 
   const resolved = await resolvePlugins(config.plugins, baseDir, options.locate);
-  const plugins = await initPlugins(resolved, container);
-  for (const plugin of plugins) if (plugin.provides.close) closers.push(plugin.provides.close);
   try {
+    const plugins = await initPlugins(resolved, container, (close) => closers.push(close));
     return await assemble(config, { ...options, baseDir }, { container, closers, log, info, keyRing, plugins });
   } catch (error) {
     // Startup failed after plugins opened resources: release them before reporting.

@@ -78,8 +78,15 @@ export async function resolvePlugins(entries: BrokerConfig['plugins'], baseDir: 
   return results;
 }
 
-/** Resolves each plugin's declared deps from the broker's container and runs its init. */
-export async function initPlugins(resolved: readonly PluginEntryResult[], container: DependencyContainer): Promise<LoadedPlugin[]> {
+/**
+ * Resolves each plugin's declared deps from the broker's container and runs its init. Each plugin's
+ * `close` is handed to `onClose` as soon as its init succeeds, so a later failure can still release it.
+ */
+export async function initPlugins(
+  resolved: readonly PluginEntryResult[],
+  container: DependencyContainer,
+  onClose: (close: () => void | Promise<void>) => void,
+): Promise<LoadedPlugin[]> {
   const loaded: LoadedPlugin[] = [];
   for (const { definition, config } of resolved) {
     const deps: Record<string, unknown> = {};
@@ -88,6 +95,7 @@ export async function initPlugins(resolved: readonly PluginEntryResult[], contai
       deps[key] = container.resolve(dep);
     }
     const provides = await definition.init({ config, deps });
+    if (provides.close) onClose(provides.close);
     loaded.push({ name: definition.name, version: definition.version, provides });
   }
   return loaded;
