@@ -29,6 +29,8 @@ const table: Record<string, readonly Case[]> = {
     ['https://api.example.com/**', 'https://api.example.com/a/b', true],
     ['https://api.example.com/**?v=1', 'https://api.example.com/a/b?v=1', true],
     ['*@example.com', 'alice@example.com', true],
+    ['https://*.example.com', 'https://evil.com\\.example.com', false],
+    ['https://**/x', 'https://a\\b/x', false],
   ],
   '`**` crosses segments': [
     ['repo:acme/**', 'repo:acme/api/deploy/prod', true],
@@ -100,5 +102,16 @@ describe('compilePatternList', () => {
     const match = compilePatternList([])!;
     expect(match('')).toBe(false);
     expect(match('anything')).toBe(false);
+  });
+});
+
+describe('matching cost', () => {
+  // Sized so that a backtracking matcher (the regex this replaced took 79 s on 6,000 dashes with three
+  // stars) could never finish inside the test timeout; the linear one answers at once.
+  it('stays linear on adversarial values (no backtracking)', () => {
+    const match = compilePattern('https://*-*-*-*.example.com/**/**');
+    expect(match(`https://${'-'.repeat(50_000)}`)).toBe(false);
+    expect(match(`https://a-b-c-d.example.com/${'x/'.repeat(20_000)}`)).toBe(true);
+    expect(compilePattern('spiffe://😀/*')('spiffe://😀/a')).toBe(true);
   });
 });

@@ -293,6 +293,12 @@ describe('refusals', () => {
       expectRefusal(await exchange(token, { resource: 'https://api.example.test/#frag' }), 400, 'invalid_target', [token]);
     });
 
+    it('an audience longer than 2048 characters → invalid_target, before any pattern matching', async () => {
+      const token = await idp.mint(claims());
+      expectRefusal(await exchange(token, { audience: `https://${'-'.repeat(3_000)}.example.test` }), 400, 'invalid_target', [token]);
+      expectReason('target length');
+    });
+
     it('malformed scope → invalid_scope', async () => {
       const token = await idp.mint(claims());
       expectRefusal(await exchange(token, { scope: 'read "quoted"' }), 400, 'invalid_scope', [token]);
