@@ -39,7 +39,8 @@ describe('client secrets', () => {
   describe('parseScryptHash', () => {
     it('accepts the bounds', () => {
       expect(parseScryptHash(encoded('N=1024,r=1,p=1'))).toMatchObject({ N: 1024, r: 1, p: 1 });
-      expect(parseScryptHash(encoded('N=1048576,r=32,p=16'))).toMatchObject({ N: 1_048_576, r: 32, p: 16 });
+      expect(parseScryptHash(encoded('N=524288,r=1,p=4'))).toMatchObject({ N: 524_288, r: 1, p: 4 });
+      expect(parseScryptHash(encoded('N=16384,r=32,p=1'))).toMatchObject({ N: 16_384, r: 32, p: 1 });
     });
 
     it.each([
@@ -66,7 +67,9 @@ describe('client secrets', () => {
       ['r zero', 'N=16384,r=0,p=1'],
       ['r above 32', 'N=16384,r=33,p=1'],
       ['p zero', 'N=16384,r=8,p=0'],
-      ['p above 16', 'N=16384,r=8,p=17'],
+      ['p above 4', 'N=16384,r=8,p=5'],
+      ['memory above 64 MiB', 'N=65536,r=16,p=1'],
+      ['the old upper bounds (4 GiB per check)', 'N=1048576,r=32,p=16'],
       ['absurd N', 'N=99999999999999999999,r=8,p=1'],
     ])('rejects out-of-bounds cost: %s', (_label, params) => {
       expect(parseScryptHash(encoded(params))).toBeUndefined();

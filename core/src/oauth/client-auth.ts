@@ -163,7 +163,7 @@ export class ClientAuthenticator {
       throw new InvalidClient(undefined, { detail: 'client_auth: bad jti' });
     }
     const skew = this.options.clockSkewSeconds;
-    if (!(await this.deps.replay.consume(`client-assertion:${id}:${payload.jti}`, new Date((exp + skew) * 1000)))) {
+    if (!(await this.deps.replay.consume(`client-assertion:${JSON.stringify([id, payload.jti])}`, new Date((exp + skew) * 1000)))) {
       throw new InvalidClient(undefined, { detail: 'client_auth: assertion replayed' });
     }
     return { id, authMethod: 'private_key_jwt' };
@@ -192,8 +192,12 @@ export class ClientAuthenticator {
     }
   }
 
+  /** Costs like a configured client's hash, so unknown ids answer as slowly as known ones. */
   #decoyHash(): Promise<ScryptHash> {
-    this.#decoy ??= hashClientSecret('decoy').then((encoded) => parseScryptHash(encoded)!);
+    const model = [...this.#clients.values()].find((client) => client.secret)?.secret;
+    this.#decoy ??= model
+      ? Promise.resolve({ ...model, salt: Buffer.alloc(model.salt.length, 1) })
+      : hashClientSecret('decoy').then((encoded) => parseScryptHash(encoded)!);
     return this.#decoy;
   }
 }

@@ -27,7 +27,8 @@ export function parseScryptHash(encoded: string): ScryptHash | undefined {
   const match = HASH_FORMAT.exec(encoded);
   if (!match) return undefined;
   const [N, r, p] = [Number(match[1]), Number(match[2]), Number(match[3])];
-  if (N < 1024 || N > 1_048_576 || (N & (N - 1)) !== 0 || r < 1 || r > 32 || p < 1 || p > 16) return undefined;
+  // Every unauthenticated request for a known client id pays this cost: keep memory (128·N·r) ≤ 64 MiB.
+  if (N < 1024 || (N & (N - 1)) !== 0 || r < 1 || r > 32 || p < 1 || p > 4 || 128 * N * r > 64 * 1024 * 1024) return undefined;
   return { N, r, p, salt: Buffer.from(match[4]!, 'base64url'), hash: Buffer.from(match[5]!, 'base64url') };
 }
 
