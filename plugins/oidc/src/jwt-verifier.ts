@@ -75,7 +75,7 @@ export interface VerifiedJwt {
  */
 export class JwtVerifier {
   readonly #issuers: ReadonlyMap<string, TrustedIssuerConfig>;
-  readonly #jwksUris = new Map<string, Promise<string>>();
+  readonly #discoveries = new Map<string, { uri: Promise<string>; failures: number; retryAt?: number }>();
   readonly #maxTokenBytes: number;
 
   constructor(
@@ -97,6 +97,8 @@ export class JwtVerifier {
         try {
           return { issuer: issuer.issuer, ok: await this.deps.jwks.warm(await this.#jwksUriOf(issuer)) };
         } catch {
+          // Best effort: a failed warm-up must not hold back the first real token with a backoff.
+          this.#discoveries.delete(issuer.issuer);
           return { issuer: issuer.issuer, ok: false };
         }
       }),
@@ -158,17 +160,29 @@ export class JwtVerifier {
     return { identity, payload, issuer: trusted };
   }
 
-  /** The issuer's JWKS URL: configured, or discovered once and shared by warm-up and every token. */
+  /**
+   * The issuer's JWKS URL: configured, or discovered once and shared by warm-up and every token. A failed
+   * discovery is answered from cache until its backoff (1 s doubling to 60 s) ends, so forged tokens naming
+   * a dark issuer cannot make the broker fetch once per request.
+   */
   #jwksUriOf(issuer: TrustedIssuerConfig): Promise<string> {
     if (issuer.jwksUri) return Promise.resolve(issuer.jwksUri);
-    let uri = this.#jwksUris.get(issuer.issuer);
-    if (!uri) {
-      uri = this.#discover(issuer);
-      this.#jwksUris.set(issuer.issuer, uri);
-      // A failed discovery is retried on the next token rather than cached.
-      uri.catch(() => this.#jwksUris.delete(issuer.issuer));
+    let entry = this.#discoveries.get(issuer.issuer);
+    if (!entry || (entry.retryAt !== undefined && Date.now() >= entry.retryAt)) {
+      const current = { uri: this.#discover(issuer), failures: entry?.failures ?? 0 } as { uri: Promise<string>; failures: number; retryAt?: number };
+      current.uri.then(
+        () => {
+          current.failures = 0;
+        },
+        () => {
+          current.failures += 1;
+          current.retryAt = Date.now() + Math.min(1_000 * 2 ** (current.failures - 1), 60_000);
+        },
+      );
+      this.#discoveries.set(issuer.issuer, current);
+      entry = current;
     }
-    return uri;
+    return entry.uri;
   }
 
   async #discover(issuer: TrustedIssuerConfig): Promise<string> {

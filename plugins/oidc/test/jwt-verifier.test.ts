@@ -90,9 +90,14 @@ describe('JwtVerifier', () => {
 
       const dark = verifierFor([{ issuer: fresh.issuer }]);
       fresh.available = false;
-      const error = await dark.verify(await fresh.mint({ sub: 'a', aud: BROKER }), context()).catch((caught: unknown) => caught);
-      expect(error).toBeInstanceOf(TemporarilyUnavailable);
-      expect((error as TemporarilyUnavailable).headers['Retry-After']).toEqual(expect.any(String));
+      const before = fresh.discoveryFetches;
+      const token = await fresh.mint({ sub: 'a', aud: BROKER });
+      const errors = await Promise.all(Array.from({ length: 50 }, () => dark.verify(token, context()).catch((caught: unknown) => caught)));
+      for (const error of errors) expect(error).toBeInstanceOf(TemporarilyUnavailable);
+      expect((errors[0] as TemporarilyUnavailable).headers['Retry-After']).toEqual(expect.any(String));
+      await dark.verify(token, context()).catch(() => undefined);
+      // One fetch for the whole burst and the request after it: the failure is cached for its backoff.
+      expect(fresh.discoveryFetches - before).toBe(1);
     } finally {
       await fresh.close();
     }
