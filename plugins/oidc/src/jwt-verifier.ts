@@ -75,7 +75,7 @@ export interface VerifiedJwt {
  */
 export class JwtVerifier {
   readonly #issuers: ReadonlyMap<string, TrustedIssuerConfig>;
-  readonly #discoveries = new Map<string, { uri: Promise<string>; failures: number; retryAt?: number }>();
+  readonly #discoveries = new Map<string, Discovery>();
   readonly #maxTokenBytes: number;
 
   constructor(
@@ -169,7 +169,7 @@ export class JwtVerifier {
     if (issuer.jwksUri) return Promise.resolve(issuer.jwksUri);
     let entry = this.#discoveries.get(issuer.issuer);
     if (!entry || (entry.retryAt !== undefined && Date.now() >= entry.retryAt)) {
-      const current = { uri: this.#discover(issuer), failures: entry?.failures ?? 0 } as { uri: Promise<string>; failures: number; retryAt?: number };
+      const current: Discovery = { uri: this.#discover(issuer), failures: entry?.failures ?? 0 };
       current.uri.then(
         () => {
           current.failures = 0;
@@ -196,6 +196,13 @@ export class JwtVerifier {
     if (!parsed.success || parsed.data.issuer !== issuer.issuer) throw new InvalidToken('untrusted_issuer', 'discovery document mismatch');
     return parsed.data.jwks_uri;
   }
+}
+
+/** One discovery attempt per issuer, shared by every caller until it fails and its backoff ends. */
+interface Discovery {
+  readonly uri: Promise<string>;
+  failures: number;
+  retryAt?: number;
 }
 
 const discoverySchema = z.object({ issuer: z.string(), jwks_uri: fetchableUrl });
