@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { compactVerify, flattenedVerify, generalVerify, importJWK, type FlattenedJWS, type GeneralJWS, type JWK } from 'jose';
 import { describe, expect, it } from 'vitest';
-import { ASYMMETRIC_ALGORITHMS } from '@tessera/plugin-oidc';
+import { ASYMMETRIC_ALGORITHMS } from '@tessera/plugin-sdk';
 import { isCompactJws } from '@tessera/plugin-sdk';
 
 // Read in place from the shared vectors (never copied into the repository).

@@ -1,7 +1,9 @@
 import { z } from 'zod';
 import {
   definePlugin,
+  JwtVerifier,
   tokens,
+  trustedIssuerSchema,
   TOKEN_TYPE_ID_TOKEN,
   TOKEN_TYPE_JWT,
   type SubjectValidator,
@@ -9,10 +11,6 @@ import {
   type ValidationContext,
   type VerifiedIdentity,
 } from '@tessera/plugin-sdk';
-import { JwtVerifier, trustedIssuerSchema } from './jwt-verifier.js';
-
-export { ASYMMETRIC_ALGORITHMS, DEFAULT_ALGORITHMS, JwtVerifier, fetchableUrl, toInvalidToken, trustedIssuerSchema } from './jwt-verifier.js';
-export type { JwtVerifierDeps, JwtVerifierOptions, TrustedIssuerConfig, VerifiedJwt } from './jwt-verifier.js';
 
 const tokenTypeUrn = z.string().regex(/^urn:\S+$/, 'must be a urn:');
 

@@ -1,9 +1,9 @@
 import 'reflect-metadata';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GuardedFetcher, RemoteJwksCache, silentLogger } from '@tessera/core';
-import { InvalidToken, TemporarilyUnavailable, TOKEN_TYPE_ID_TOKEN, type ValidationContext } from '@tessera/plugin-sdk';
+import { InvalidToken, JwtVerifier, TemporarilyUnavailable, TOKEN_TYPE_ID_TOKEN, type ValidationContext } from '@tessera/plugin-sdk';
 import { LoopbackIssuer, sendJson, startLoopbackServer, type LoopbackServer } from '@tessera/plugin-testkit';
-import { JwtVerifier, oidcConfigSchema } from '../src/index.js';
+import { oidcConfigSchema } from '../src/index.js';
 
 const BROKER = 'https://broker.example';
 

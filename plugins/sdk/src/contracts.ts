@@ -49,6 +49,17 @@ export interface SubjectValidator {
   validate(token: string, ctx: ValidationContext): Promise<VerifiedIdentity>;
 }
 
+/**
+ * Adds policy attributes to identities another plugin verified (e.g. a directory lookup that turns an
+ * email into a team). Runs after the validator, inside the same time budget; it cannot replace attributes
+ * the validator set, and anything it throws refuses the request like a validator failure.
+ */
+export interface AttributeExtractor {
+  /** Token types whose identities it enriches; every type when absent. */
+  readonly tokenTypes?: readonly TokenTypeUrn[];
+  extract(identity: VerifiedIdentity, ctx: ValidationContext): IdentityAttributes | Promise<IdentityAttributes>;
+}
+
 export type ClientAuthMethod = 'private_key_jwt' | 'client_secret_basic' | 'client_secret_post' | 'none';
 
 /** The OAuth client that made the request, after authentication. */

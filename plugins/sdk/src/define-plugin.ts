@@ -1,5 +1,5 @@
 import type { z } from 'zod';
-import type { SubjectValidator, TokenIssuer } from './contracts.js';
+import type { AttributeExtractor, SubjectValidator, TokenIssuer } from './contracts.js';
 import type { Token, TokenValue } from './tokens.js';
 
 /** Deps a plugin asks for: its own names mapped to SDK tokens. */
@@ -11,6 +11,7 @@ export type ResolvedDeps<D extends PluginDeps> = { readonly [K in keyof D]: Toke
 export interface PluginProvides {
   readonly validators?: readonly SubjectValidator[];
   readonly issuers?: readonly TokenIssuer[];
+  readonly attributeExtractors?: readonly AttributeExtractor[];
   /** Releases what `init` opened (timers, sockets). Called once when the broker closes. */
   readonly close?: () => void | Promise<void>;
 }

@@ -1,4 +1,5 @@
 export type {
+  AttributeExtractor,
   AuthenticatedClient,
   ClientAuthMethod,
   Grant,
@@ -27,7 +28,21 @@ export {
 } from './errors.js';
 export type { OAuthErrorCode, OAuthErrorOptions, TokenRejection } from './errors.js';
 export { UpstreamError } from './services.js';
-export type { BrokerInfo, Clock, FetchJsonOptions, HttpFetcher, JwksCache, KeyRing, Logger, ReplayStore, SignedToken } from './services.js';
+export type {
+  BrokerInfo,
+  Clock,
+  Counter,
+  FetchJsonOptions,
+  Histogram,
+  HttpFetcher,
+  JwksCache,
+  KeyRing,
+  Logger,
+  MetricLabels,
+  Metrics,
+  ReplayStore,
+  SignedToken,
+} from './services.js';
 export { token, tokens } from './tokens.js';
 export type { Token, TokenValue } from './tokens.js';
 export { definePlugin, isPluginDefinition } from './define-plugin.js';
@@ -45,3 +60,5 @@ export {
 } from './token-types.js';
 /** Version of the plugin API this SDK describes; plugins declare a range over it. */
 export const PLUGIN_API_VERSION = '1.0.0';
+export { ASYMMETRIC_ALGORITHMS, DEFAULT_ALGORITHMS, fetchableUrl, JwtVerifier, toInvalidToken, trustedIssuerSchema } from './jwt-verifier.js';
+export type { JwtVerifierDeps, JwtVerifierOptions, TrustedIssuerConfig, VerifiedJwt } from './jwt-verifier.js';

@@ -65,6 +65,26 @@ export interface ReplayStore {
   consume(key: string, expiresAt: Date): Promise<boolean>;
 }
 
+export type MetricLabels = Readonly<Record<string, string>>;
+
+export interface Counter {
+  inc(labels?: MetricLabels, value?: number): void;
+}
+
+export interface Histogram {
+  observe(labels: MetricLabels, value: number): void;
+}
+
+/**
+ * The broker's Prometheus registry (one per broker). Names must start with `tessera_`; asking twice for
+ * the same name and kind returns the same metric. Keep label values bounded: never a subject or a token.
+ */
+export interface Metrics {
+  counter(name: string, help: string, labelNames?: readonly string[]): Counter;
+  /** Buckets in seconds by default (latency); pass others for other units. */
+  histogram(name: string, help: string, labelNames?: readonly string[], buckets?: readonly number[]): Histogram;
+}
+
 /** Where this broker is reached: what tokens must name as their audience. */
 export interface BrokerInfo {
   readonly issuer: string;

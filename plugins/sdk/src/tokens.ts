@@ -1,4 +1,4 @@
-import type { BrokerInfo, Clock, HttpFetcher, JwksCache, KeyRing, Logger, ReplayStore } from './services.js';
+import type { BrokerInfo, Clock, HttpFetcher, JwksCache, KeyRing, Logger, Metrics, ReplayStore } from './services.js';
 
 declare const tokenType: unique symbol;
 
@@ -22,4 +22,5 @@ export const tokens = {
   keyRing: token<KeyRing>('tessera.keyRing'),
   replayStore: token<ReplayStore>('tessera.replayStore'),
   brokerInfo: token<BrokerInfo>('tessera.brokerInfo'),
+  metrics: token<Metrics>('tessera.metrics'),
 } as const;

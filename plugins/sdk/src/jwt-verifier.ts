@@ -1,17 +1,9 @@
 import { decodeJwt, decodeProtectedHeader, errors as joseErrors, jwtVerify, type JWTPayload } from 'jose';
 import { z } from 'zod';
-import {
-  InvalidToken,
-  isCompactJws,
-  OAuthError,
-  TemporarilyUnavailable,
-  type HttpFetcher,
-  type IdentityAttributes,
-  type JwksCache,
-  type TokenRejection,
-  type ValidationContext,
-  type VerifiedIdentity,
-} from '@tessera/plugin-sdk';
+import { isCompactJws } from './compact-jws.js';
+import type { IdentityAttributes, ValidationContext, VerifiedIdentity } from './contracts.js';
+import { InvalidToken, OAuthError, TemporarilyUnavailable, type TokenRejection } from './errors.js';
+import type { HttpFetcher, JwksCache } from './services.js';
 
 /** Asymmetric JWS algorithms only: a shared-secret (HS*) key would let anyone holding it mint tokens. */
 export const ASYMMETRIC_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519'] as const;
