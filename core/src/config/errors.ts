@@ -24,12 +24,16 @@ export type Locator = (path: ConfigPath) => string | undefined;
 export interface ZodLikeIssue {
   readonly path: readonly PropertyKey[];
   readonly message: string;
+  readonly code?: string;
+  readonly keys?: readonly string[];
 }
 
 export function describeIssues(issues: readonly ZodLikeIssue[], prefix: ConfigPath, locate?: Locator): string[] {
   return issues.map((issue) => {
     const path = [...prefix, ...issue.path];
-    const where = locate?.(path);
+    // An unknown key is located at the key itself: in a merged config the map may span several files.
+    const unknownKey = issue.code === 'unrecognized_keys' ? issue.keys?.[0] : undefined;
+    const where = locate?.(unknownKey === undefined ? path : [...path, unknownKey]);
     return `${where ? `${where}: ` : ''}${formatPath(path)}: ${issue.message}`;
   });
 }
