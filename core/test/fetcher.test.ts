@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { UpstreamError } from '@tessera/plugin-sdk';
-import { GuardedFetcher, type GuardedFetcherOptions } from '../src/http/fetcher.js';
+import { GuardedFetcher, type GuardedFetcherOptions, type Resolver } from '../src/http/fetcher.js';
 import { startLoopbackServer, type LoopbackServer } from './support/loopback.js';
 
 const OPTIONS: GuardedFetcherOptions = { allowLoopbackHttp: true, timeoutMs: 5_000, maxResponseBytes: 1_024 };
@@ -78,15 +78,16 @@ describe('GuardedFetcher', () => {
   });
 
   describe('URL checks (nothing is sent)', () => {
-    it('refuses plain http to a non-loopback host', async () => {
-      let calls = 0;
-      const countingFetch: typeof fetch = (...args) => {
-        calls += 1;
-        return fetch(...args);
+    it('refuses plain http to a non-loopback host without resolving it', async () => {
+      let lookups = 0;
+      const counting: Resolver = async () => {
+        lookups += 1;
+        return [{ address: '93.184.215.14', family: 4 }];
       };
-      const error = await upstreamError(new GuardedFetcher(OPTIONS, countingFetch).getJson('http://example.com/jwks.json'));
+      const strict = { ...OPTIONS, allowLoopbackHttp: false };
+      const error = await upstreamError(new GuardedFetcher(strict, counting).getJson('http://example.com/jwks.json'));
       expect(error.message).toContain('https required');
-      expect(calls).toBe(0);
+      expect(lookups).toBe(0);
     });
 
     it('refuses loopback http when allowLoopbackHttp is false', async () => {
