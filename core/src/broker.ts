@@ -12,9 +12,10 @@ import type { BrokerConfig } from './config/schema.js';
 import { coreTokens } from './di/tokens.js';
 import { provideFactory, provideValue, resolve } from './di/container.js';
 import { createHttpApp } from './http/app.js';
-import { GuardedFetcher } from './http/fetcher.js';
+import { GuardedFetcher, type Resolver } from './http/fetcher.js';
 import { authorizationServerMetadata } from './http/metadata.js';
 import { loadKeyRing } from './keys/key-ring.js';
+import { PromMetrics } from './metrics.js';
 import { DEFAULT_JWKS_OPTIONS, RemoteJwksCache, type RemoteJwksOptions } from './keys/remote-jwks.js';
 import { createLogger } from './logging.js';
 import { ClientAuthenticator } from './oauth/client-auth.js';
@@ -34,7 +35,8 @@ export interface BrokerOptions {
   readonly logger?: Logger;
   readonly audit?: AuditSink;
   readonly replayStore?: ReplayStore;
-  readonly fetch?: typeof fetch;
+  /** DNS resolution for outbound fetches (tests point names at loopback); every answer is still checked. */
+  readonly resolver?: Resolver;
   readonly jwks?: Partial<RemoteJwksOptions>;
 }
 
@@ -75,7 +77,10 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions 
   const clock = options.clock ?? systemClock;
   const info = brokerInfoFor(config.issuer);
 
-  const fetcher = new GuardedFetcher(config.network, options.fetch);
+  // Plugin problems are config problems: report them before anything is created on disk (a dev key).
+  const resolved = await resolvePlugins(config.plugins, baseDir, options.locate);
+  const fetcher = new GuardedFetcher(config.network, options.resolver);
+  closers.push(() => fetcher.close());
   const jwks = new RemoteJwksCache(fetcher, clock, log, { ...DEFAULT_JWKS_OPTIONS, ...options.jwks });
   const keyRing = await loadKeyRing(config.keys, { baseDir, dataDir: config.dataDir, log });
 
@@ -87,11 +92,12 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions 
   provideValue(container, tokens.keyRing, keyRing);
   provideValue(container, tokens.replayStore, options.replayStore ?? new InMemoryReplayStore(clock));
   provideValue(container, tokens.brokerInfo, { issuer: info.issuer, tokenEndpoint: info.tokenEndpoint });
+  const metrics = new PromMetrics();
+  provideValue(container, tokens.metrics, metrics);
 
-  const resolved = await resolvePlugins(config.plugins, baseDir, options.locate);
   try {
     const plugins = await initPlugins(resolved, container, (close) => closers.push(close));
-    return await assemble(config, { ...options, baseDir }, { container, closers, log, info, keyRing, plugins });
+    return await assemble(config, { ...options, baseDir }, { container, closers, log, info, keyRing, metrics, plugins });
   } catch (error) {
     // Startup failed after plugins opened resources: release them before reporting.
     for (const close of closers.reverse()) await Promise.resolve(close()).catch(() => undefined);
@@ -105,11 +111,12 @@ interface Assembly {
   readonly log: Logger;
   readonly info: ReturnType<typeof brokerInfoFor>;
   readonly keyRing: Awaited<ReturnType<typeof loadKeyRing>>;
+  readonly metrics: PromMetrics;
   readonly plugins: readonly LoadedPlugin[];
 }
 
 async function assemble(config: BrokerConfig, options: BrokerOptions & { baseDir: string }, parts: Assembly): Promise<Broker> {
-  const { container, closers, log, info, keyRing, plugins } = parts;
+  const { container, closers, log, info, keyRing, metrics, plugins } = parts;
   const baseDir = options.baseDir;
   const validators = new ValidatorRegistry();
   const issuers = new IssuerRegistry();
@@ -117,6 +124,7 @@ async function assemble(config: BrokerConfig, options: BrokerOptions & { baseDir
     for (const validator of plugin.provides.validators ?? []) validators.add(plugin.name, validator);
     for (const issuer of plugin.provides.issuers ?? []) issuers.add(plugin.name, issuer);
   }
+  const extractors = plugins.flatMap((plugin) => (plugin.provides.attributeExtractors ?? []).map((extractor) => ({ plugin: plugin.name, extractor })));
   provideValue(container, coreTokens.validators, validators);
   provideValue(container, coreTokens.issuers, issuers);
 
@@ -145,6 +153,7 @@ async function assemble(config: BrokerConfig, options: BrokerOptions & { baseDir
     (c) =>
       new ExchangePipeline({
         validators: resolve(c, coreTokens.validators),
+        extractors,
         issuers: resolve(c, coreTokens.issuers),
         policy: resolve(c, coreTokens.policy),
         clock: resolve(c, tokens.clock),
@@ -164,6 +173,7 @@ async function assemble(config: BrokerConfig, options: BrokerOptions & { baseDir
         clock: resolve(c, tokens.clock),
         log: resolve(c, tokens.logger),
         broker: resolve(c, tokens.brokerInfo),
+        metrics: resolve(c, tokens.metrics),
       }),
   );
 
@@ -175,6 +185,8 @@ async function assemble(config: BrokerConfig, options: BrokerOptions & { baseDir
     tokenEndpoint: resolve(container, coreTokens.tokenEndpoint),
     keyRing,
     log,
+    metrics,
+    endpoints: config.endpoints,
     basePath: info.basePath,
     maxBodyBytes: config.limits.maxBodyBytes,
     metadata: authorizationServerMetadata({

@@ -2,8 +2,10 @@ import 'reflect-metadata';
 
 export { createBroker, brokerInfoFor } from './broker.js';
 export type { Broker, BrokerOptions, RunningServer } from './broker.js';
-export { loadConfigFile, parseConfigText, validateConfig } from './config/load.js';
+export { loadConfigFile, loadConfigFiles, parseConfigText, validateConfig } from './config/load.js';
 export type { LoadedConfig } from './config/load.js';
+export { printableConfig, renderConfig } from './config/print.js';
+export { redactSecrets } from './config/redact.js';
 export { ConfigError } from './config/errors.js';
 export { brokerConfigSchema } from './config/schema.js';
 export type { BrokerConfig, BrokerConfigInput, ClientConfig, PolicyRuleConfig } from './config/schema.js';
@@ -19,7 +21,7 @@ export { TOKEN_TYPE_CLIENT } from './oauth/client-credentials.js';
 export { compilePattern } from './policy/patterns.js';
 // Core service implementations, for hosts and plugin tests that need them outside a broker.
 export { GuardedFetcher } from './http/fetcher.js';
-export type { GuardedFetcherOptions } from './http/fetcher.js';
+export type { GuardedFetcherOptions, Resolver } from './http/fetcher.js';
 export { RemoteJwksCache, DEFAULT_JWKS_OPTIONS } from './keys/remote-jwks.js';
 export type { RemoteJwksOptions } from './keys/remote-jwks.js';
 export { LocalKeyRing, loadKeyRing, generatePrivateJwk } from './keys/key-ring.js';

@@ -282,3 +282,34 @@ describe('PolicyEngine', () => {
     });
   });
 });
+
+describe('match.attributes', () => {
+  const rules = engine(
+    {
+      id: 'deploy',
+      match: { attributes: { 'github.repository': 'octo-org/deploy-*', 'github.ref': ['refs/heads/main', 'refs/tags/v*'] } },
+      grant: { audiences: ['https://api.example'] },
+    },
+    { id: 'groups', match: { attributes: { groups: 'admins' } }, grant: { audiences: ['https://api.example'] } },
+  );
+  const withAttributes = (attributes: VerifiedIdentity['attributes']) => request({ subject: identity({ attributes }) });
+
+  it('requires every listed attribute to match one of its patterns', () => {
+    expect(allowed(rules.decide(withAttributes({ 'github.repository': 'octo-org/deploy-api', 'github.ref': 'refs/heads/main' }))).ruleId).toBe('deploy');
+    expect(allowed(rules.decide(withAttributes({ 'github.repository': 'octo-org/deploy-api', 'github.ref': 'refs/tags/v1.2' }))).ruleId).toBe('deploy');
+    expect(refused(rules.decide(withAttributes({ 'github.repository': 'octo-org/deploy-api', 'github.ref': 'refs/heads/dev' }))).reason).toBe('no_rule_matched');
+    // `*` stays within a segment: a nested path is not the same repository family.
+    expect(refused(rules.decide(withAttributes({ 'github.repository': 'octo-org/deploy-x/y', 'github.ref': 'refs/heads/main' }))).reason).toBe('no_rule_matched');
+  });
+
+  it('never matches an absent attribute, and matches a list-valued one by any value', () => {
+    expect(refused(rules.decide(withAttributes({ 'github.repository': 'octo-org/deploy-api' }))).reason).toBe('no_rule_matched');
+    expect(allowed(rules.decide(withAttributes({ groups: ['users', 'admins'] }))).ruleId).toBe('groups');
+    expect(refused(rules.decide(withAttributes({ groups: [] }))).reason).toBe('no_rule_matched');
+  });
+
+  it('does not read inherited properties as attributes', () => {
+    const inherited = Object.create({ groups: 'admins' }) as VerifiedIdentity['attributes'];
+    expect(refused(rules.decide(withAttributes(inherited))).reason).toBe('no_rule_matched');
+  });
+});

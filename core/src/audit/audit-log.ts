@@ -11,6 +11,8 @@ export interface AuditIdentity {
 /** One record per token decision, refusals included. Holds identifiers, never token contents. */
 export interface AuditRecord {
   readonly event: 'token';
+  /** Front door the request came through (`token` = the OAuth token endpoint). */
+  readonly endpoint: 'token' | 'json-exchange';
   readonly decision: 'allow' | 'deny';
   readonly requestId: string;
   readonly grantType?: string;

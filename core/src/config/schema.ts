@@ -16,6 +16,9 @@ const publicUrl = z.string().superRefine((value, ctx) => {
 
 const tokenTypeUrn = z.string().regex(/^urn:\S+$/, 'must be a urn:');
 
+/** Route path under the issuer's path. */
+const endpointPath = z.string().regex(/^(\/[A-Za-z0-9._~-]+)+$/, 'must be a path such as /v1/exchange/token');
+
 /** Short grant type names used in config, mapped to RFC grant type URIs by the token endpoint. */
 export const GRANT_TYPE_NAMES = ['token_exchange', 'jwt_bearer', 'client_credentials'] as const;
 export type GrantTypeName = (typeof GRANT_TYPE_NAMES)[number];
@@ -71,6 +74,10 @@ const ruleSchema = z
         issuers: z.array(pattern).optional().describe('Exact or glob issuer of the subject token'),
         subjects: z.array(pattern).optional().describe('Subject of the subject token'),
         requestedTokenTypes: z.array(tokenTypeUrn).optional(),
+        attributes: z
+          .record(z.string().min(1), z.union([pattern, z.array(pattern).min(1)]))
+          .optional()
+          .describe('Subject identity attributes (as the validator plugin names them): each must be present and match one pattern'),
       })
       .strict()
       .default({}),
@@ -105,12 +112,19 @@ export const brokerConfigSchema = z
     dataDir: z.string().default('.tessera').describe('Where generated keys are kept (relative to the config file)'),
     network: z
       .object({
-        allowLoopbackHttp: z.boolean().default(false).describe('Allow plain-HTTP fetches to loopback (development and tests only)'),
+        allowLoopbackHttp: z
+          .boolean()
+          .default(false)
+          .describe('Allow fetches to loopback, plain HTTP included (development and tests only)'),
+        allowPrivateNetworks: z
+          .array(z.union([z.cidrv4(), z.cidrv6()], { error: 'must be a CIDR range such as 10.0.4.0/24 or fd00:4::/64' }))
+          .default([])
+          .describe('CIDR ranges (e.g. 10.0.4.0/24) that fetches may reach although not public; loopback is governed by allowLoopbackHttp only'),
         timeoutMs: z.number().int().positive().max(30_000).default(5_000),
         maxResponseBytes: z.number().int().positive().max(4_194_304).default(524_288),
       })
       .strict()
-      .default({ allowLoopbackHttp: false, timeoutMs: 5_000, maxResponseBytes: 524_288 }),
+      .default({ allowLoopbackHttp: false, allowPrivateNetworks: [], timeoutMs: 5_000, maxResponseBytes: 524_288 }),
     keys: z
       .object({
         algorithm: z.enum(SIGNING_ALGORITHMS).default('ES256').describe('Algorithm of a generated key'),
@@ -161,6 +175,35 @@ export const brokerConfigSchema = z
       })
       .strict()
       .default({ rules: [] }),
+    endpoints: z
+      .object({
+        token: z
+          .object({ enabled: z.boolean().default(true) })
+          .strict()
+          .default({ enabled: true })
+          .describe('OAuth token endpoint at {issuer}/token (form-encoded, RFC 6749/8693/7523), with RFC 8414 metadata'),
+        jsonExchange: z
+          .object({ enabled: z.boolean().default(false), path: endpointPath.default('/v1/exchange/token') })
+          .strict()
+          .default({ enabled: false, path: '/v1/exchange/token' })
+          .describe('Starfly-compatible token exchange: the RFC 8693 parameters as a JSON body'),
+        metrics: z
+          .object({ enabled: z.boolean().default(true), path: endpointPath.default('/metrics') })
+          .strict()
+          .default({ enabled: true, path: '/metrics' })
+          .describe('Prometheus metrics (no subjects or client ids in labels)'),
+      })
+      .strict()
+      .refine(
+        (endpoints) => {
+          const taken = ['/token', '/keys', '/healthz'];
+          const paths = [endpoints.jsonExchange.path, endpoints.metrics.path];
+          return new Set([...taken, ...paths]).size === taken.length + paths.length;
+        },
+        { message: 'endpoint paths must differ from each other and from /token, /keys, /healthz' },
+      )
+      .default({ token: { enabled: true }, jsonExchange: { enabled: false, path: '/v1/exchange/token' }, metrics: { enabled: true, path: '/metrics' } })
+      .describe('Front doors; every exchange endpoint runs the same pipeline, policy and audit'),
     limits: z
       .object({
         maxBodyBytes: z.number().int().positive().max(1_048_576).default(65_536),

@@ -1,47 +1,81 @@
 import { randomUUID } from 'node:crypto';
 import Router from '@koa/router';
 import Koa from 'koa';
-import { InvalidRequest, type KeyRing, type Logger } from '@tessera/plugin-sdk';
+import type { Context } from 'koa';
+import { GRANT_TYPE_TOKEN_EXCHANGE, InvalidRequest, UnsupportedGrantType, type KeyRing, type Logger } from '@tessera/plugin-sdk';
+import type { BrokerConfig } from '../config/schema.js';
+import type { PromMetrics } from '../metrics.js';
 import type { TokenEndpoint } from '../oauth/token-endpoint.js';
 import { tokenRequestFrom } from '../oauth/request.js';
 import { readFormBody } from './form-body.js';
+import { readJsonParameters } from './json-body.js';
 import { renderErrors } from './render-errors.js';
 
 export interface HttpAppDeps {
   readonly tokenEndpoint: TokenEndpoint;
   readonly keyRing: KeyRing;
   readonly metadata: Record<string, unknown>;
+  readonly metrics: PromMetrics;
+  readonly endpoints: BrokerConfig['endpoints'];
   readonly log: Logger;
   /** Path of the issuer URL: routes live under it, and RFC 8414 §3 inserts the well-known part before it. */
   readonly basePath: string;
   readonly maxBodyBytes: number;
 }
 
-/** HTTP surface: transport rules only. Everything OAuth happens in the token endpoint. */
+/** HTTP surface: transport rules only. Every front door hands its parameters to the one token endpoint. */
 export function createHttpApp(deps: HttpAppDeps): Koa {
   const app = new Koa({ proxy: false });
   app.silent = true;
   const base = deps.basePath === '/' ? '' : deps.basePath.replace(/\/$/, '');
   const router = new Router();
 
-  router.all(`${base}/token`, async (ctx) => {
+  /** Method check and body parsing run inside the audited scope, so transport refusals are audited too. */
+  const frontDoor = (via: 'token' | 'json-exchange', read: (ctx: Context) => Promise<Map<string, string[]>>) => async (ctx: Context) => {
     ctx.set('Cache-Control', 'no-store');
     ctx.set('Pragma', 'no-cache');
-    ctx.body = await deps.tokenEndpoint.handle(async () => {
-      if (ctx.method !== 'POST') {
-        ctx.set('Allow', 'POST');
-        throw new InvalidRequest('method not allowed', { status: 405, detail: `method ${ctx.method.slice(0, 16)}` });
-      }
-      const parameters = await readFormBody(ctx, deps.maxBodyBytes);
-      return tokenRequestFrom(parameters, ctx.get('authorization') || undefined);
-    }, ctx.state.requestId as string);
-  });
+    ctx.body = await deps.tokenEndpoint.handle(
+      async () => {
+        if (ctx.method !== 'POST') {
+          ctx.set('Allow', 'POST');
+          throw new InvalidRequest('method not allowed', { status: 405, detail: `method ${ctx.method.slice(0, 16)}` });
+        }
+        return tokenRequestFrom(await read(ctx), ctx.get('authorization') || undefined);
+      },
+      ctx.state.requestId as string,
+      via,
+    );
+  };
 
-  const metadataPath = `/.well-known/oauth-authorization-server${base}`;
-  router.get(metadataPath, (ctx) => {
-    ctx.set('Cache-Control', 'public, max-age=300');
-    ctx.body = deps.metadata;
-  });
+  if (deps.endpoints.token.enabled) {
+    router.all(`${base}/token`, frontDoor('token', (ctx) => readFormBody(ctx, deps.maxBodyBytes)));
+    // RFC 8414 metadata describes the OAuth token endpoint, so it is published with it.
+    router.get(`/.well-known/oauth-authorization-server${base}`, (ctx) => {
+      ctx.set('Cache-Control', 'public, max-age=300');
+      ctx.body = deps.metadata;
+    });
+  }
+  if (deps.endpoints.jsonExchange.enabled) {
+    router.all(
+      `${base}${deps.endpoints.jsonExchange.path}`,
+      frontDoor('json-exchange', async (ctx) => {
+        const parameters = await readJsonParameters(ctx, deps.maxBodyBytes);
+        // This door speaks token exchange only; grant_type may be left out.
+        const grantType = parameters.get('grant_type')?.[0];
+        if (grantType === undefined) parameters.set('grant_type', [GRANT_TYPE_TOKEN_EXCHANGE]);
+        else if (grantType !== GRANT_TYPE_TOKEN_EXCHANGE) throw new UnsupportedGrantType(undefined, { detail: 'json exchange: grant_type' });
+        return parameters;
+      }),
+    );
+  }
+  if (deps.endpoints.metrics.enabled) {
+    router.get(`${base}${deps.endpoints.metrics.path}`, async (ctx) => {
+      const { contentType, body } = await deps.metrics.exposition();
+      ctx.set('Cache-Control', 'no-store');
+      ctx.type = contentType;
+      ctx.body = body;
+    });
+  }
   router.get(`${base}/keys`, (ctx) => {
     ctx.set('Cache-Control', 'public, max-age=300');
     ctx.body = deps.keyRing.publicJwks();

@@ -6,6 +6,7 @@ import {
   ServerError,
   TemporarilyUnavailable,
   TOKEN_TYPE_ACCESS_TOKEN,
+  type AttributeExtractor,
   type AuthenticatedClient,
   type BrokerInfo,
   type Clock,
@@ -13,6 +14,7 @@ import {
   type IssuedToken,
   type Logger,
   type TokenTypeUrn,
+  type ValidationContext,
   type ValidationRole,
   type VerifiedIdentity,
 } from '@tessera/plugin-sdk';
@@ -48,8 +50,15 @@ export interface ExchangeResult {
   readonly issued: IssuedToken;
 }
 
+/** An attribute extractor with the plugin that provided it (for logs). */
+export interface RegisteredExtractor {
+  readonly plugin: string;
+  readonly extractor: AttributeExtractor;
+}
+
 export interface PipelineDeps {
   readonly validators: ValidatorRegistry;
+  readonly extractors?: readonly RegisteredExtractor[];
   readonly issuers: IssuerRegistry;
   readonly policy: PolicyEngine;
   readonly clock: Clock;
@@ -78,23 +87,38 @@ export class ExchangePipeline {
       });
     });
     timedOut.catch(() => undefined);
+    const ctx: ValidationContext = {
+      role,
+      tokenType: tokenType as TokenTypeUrn,
+      brokerIssuer: this.deps.broker.issuer,
+      tokenEndpoint: this.deps.broker.tokenEndpoint,
+      now: this.deps.clock.now(),
+      signal: budget,
+    };
     try {
-      const identity = await Promise.race([
-        validator.validate(token, {
-          role,
-          tokenType: tokenType as TokenTypeUrn,
-          brokerIssuer: this.deps.broker.issuer,
-          tokenEndpoint: this.deps.broker.tokenEndpoint,
-          now: this.deps.clock.now(),
-          signal: budget,
-        }),
-        timedOut,
-      ]);
+      const identity = await Promise.race([validator.validate(token, ctx), timedOut]);
       if (identity.tokenType !== tokenType) throw new Error('validator returned an identity of another token type');
-      return identity;
+      return await Promise.race([this.#enrich(identity, ctx), timedOut]);
     } catch (error) {
       throw this.#roleError(error, role, tokenType);
     }
+  }
+
+  /** Runs the attribute extractors that apply; validator attributes win over extracted ones. */
+  async #enrich(identity: VerifiedIdentity, ctx: ValidationContext): Promise<VerifiedIdentity> {
+    const applicable = (this.deps.extractors ?? []).filter(({ extractor }) => !extractor.tokenTypes || extractor.tokenTypes.includes(identity.tokenType));
+    if (applicable.length === 0) return identity;
+    const added: Record<string, string | readonly string[]> = {};
+    for (const { plugin, extractor } of applicable) {
+      for (const [name, value] of Object.entries(await extractor.extract(identity, ctx))) {
+        if (Object.hasOwn(identity.attributes, name) || Object.hasOwn(added, name)) {
+          this.deps.log.warn({ plugin, attribute: name }, 'attribute extractor tried to replace an existing attribute; ignored');
+        } else if (typeof value === 'string' || (Array.isArray(value) && value.every((item) => typeof item === 'string'))) {
+          added[name] = value;
+        }
+      }
+    }
+    return { ...identity, attributes: { ...identity.attributes, ...added } };
   }
 
   async exchange(input: ExchangeInput, trace: ExchangeTrace): Promise<ExchangeResult> {

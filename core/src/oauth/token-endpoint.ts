@@ -10,7 +10,10 @@ import {
   type AuthenticatedClient,
   type BrokerInfo,
   type Clock,
+  type Counter,
+  type Histogram,
   type Logger,
+  type Metrics,
 } from '@tessera/plugin-sdk';
 import type { AuditIdentity, AuditSink } from '../audit/audit-log.js';
 import type { GrantTypeName } from '../config/schema.js';
@@ -36,26 +39,36 @@ export interface TokenEndpointDeps {
   readonly clock: Clock;
   readonly log: Logger;
   readonly broker: BrokerInfo;
+  readonly metrics: Metrics;
 }
+
+/** Which front door a request came through, for audit and metrics. */
+export type FrontDoor = 'token' | 'json-exchange';
 
 /** The token endpoint without HTTP: grant_type → client auth → grant handler, one audit record per call. */
 export class TokenEndpoint {
-  constructor(private readonly deps: TokenEndpointDeps) {}
+  readonly #requests: Counter;
+  readonly #latency: Histogram;
+
+  constructor(private readonly deps: TokenEndpointDeps) {
+    this.#requests = deps.metrics.counter('tessera_token_requests_total', 'Token requests by front door, grant type and outcome', ['endpoint', 'grant_type', 'outcome']);
+    this.#latency = deps.metrics.histogram('tessera_token_request_duration_seconds', 'Token request latency by front door and outcome', ['endpoint', 'outcome']);
+  }
 
   /**
    * `readRequest` runs inside the audited scope, so transport refusals (method, content type, size,
    * repeated parameters) are recorded like any other denial.
    */
-  async handle(readRequest: () => Promise<TokenRequest>, requestId: string): Promise<TokenResponse> {
+  async handle(readRequest: () => Promise<TokenRequest>, requestId: string, via: FrontDoor = 'token'): Promise<TokenResponse> {
     const started = performance.now();
     const trace: ExchangeTrace = {};
     try {
       const response = await this.#dispatch(await readRequest(), trace);
-      this.#audit(requestId, started, trace);
+      this.#record(via, requestId, started, trace);
       return response;
     } catch (caught) {
       const error = caught instanceof OAuthError ? caught : this.#fault(caught);
-      this.#audit(requestId, started, trace, error);
+      this.#record(via, requestId, started, trace, error);
       throw error;
     }
   }
@@ -87,9 +100,14 @@ export class TokenEndpoint {
     return new ServerError(undefined, { detail: 'unexpected error' });
   }
 
-  #audit(requestId: string, started: number, trace: ExchangeTrace, error?: OAuthError): void {
+  #record(via: FrontDoor, requestId: string, started: number, trace: ExchangeTrace, error?: OAuthError): void {
+    const seconds = (performance.now() - started) / 1000;
+    const outcome = error ? error.code : 'issued';
+    this.#requests.inc({ endpoint: via, grant_type: (trace.grantType && GRANT_TYPE_BY_URI.get(trace.grantType)) ?? 'none', outcome });
+    this.#latency.observe({ endpoint: via, outcome }, seconds);
     this.deps.audit.record({
       event: 'token',
+      endpoint: via,
       decision: error ? 'deny' : 'allow',
       requestId,
       ...(trace.grantType ? { grantType: trace.grantType } : {}),
@@ -100,7 +118,7 @@ export class TokenEndpoint {
       ...(trace.requested ? { requested: trace.requested } : {}),
       ...(trace.ruleId ? { ruleId: trace.ruleId } : {}),
       ...(trace.issued ? { issued: trace.issued } : {}),
-      latencyMs: Math.round((performance.now() - started) * 100) / 100,
+      latencyMs: Math.round(seconds * 100_000) / 100,
     });
   }
 }

@@ -36,6 +36,7 @@ interface CompiledRule {
   readonly issuers?: Matcher;
   readonly subjects?: Matcher;
   readonly audiences: Matcher;
+  readonly attributes: readonly (readonly [name: string, matches: Matcher])[];
 }
 
 /**
@@ -61,6 +62,7 @@ export class PolicyEngine {
       issuers: compilePatternList(config.match.issuers),
       subjects: compilePatternList(config.match.subjects),
       audiences: compilePatternList(config.grant.audiences)!,
+      attributes: Object.entries(config.match.attributes ?? {}).map(([name, patterns]) => [name, compilePatternList(typeof patterns === 'string' ? [patterns] : patterns)!] as const),
     }));
   }
 
@@ -111,6 +113,11 @@ export class PolicyEngine {
     if (rule.issuers && !rule.issuers(request.subject.issuer)) return false;
     if (rule.subjects && !rule.subjects(request.subject.subject)) return false;
     if (match.requestedTokenTypes && !match.requestedTokenTypes.includes(request.requestedTokenType)) return false;
+    // An absent attribute never matches; a list-valued one matches when any of its values does.
+    for (const [name, matches] of rule.attributes) {
+      const value = Object.hasOwn(request.subject.attributes, name) ? request.subject.attributes[name] : undefined;
+      if (value === undefined || !(typeof value === 'string' ? matches(value) : value.some(matches))) return false;
+    }
     return true;
   }
 }
