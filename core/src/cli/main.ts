@@ -2,21 +2,28 @@
 import 'reflect-metadata';
 import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
-import { parseArgs } from 'node:util';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { createBroker } from '../broker.js';
 import { ConfigError } from '../config/errors.js';
 import { checkConfig } from '../config/check.js';
 import { brokerJsonSchema } from '../config/json-schema.js';
-import { loadConfigFile } from '../config/load.js';
+import { loadConfigFiles } from '../config/load.js';
+import { renderConfig } from '../config/print.js';
+import { MemoryAuditSink } from '../audit/audit-log.js';
+import { createLogger } from '../logging.js';
+import { formatPluginSummaries, summarizePlugins } from './plugins-list.js';
 import { generatePrivateJwk } from '../keys/key-ring.js';
 import { hashClientSecret } from '../oauth/client-secret.js';
 import { SIGNING_ALGORITHMS } from '../config/schema.js';
 
 const USAGE = `usage: tessera <command>
 
-  serve --config FILE              run the broker
-  config validate FILE             check a config (exit 0 valid, 1 invalid)
+  serve --config PATH...           run the broker; repeat --config to merge files or directories in order
+  config validate PATH...          check a config (exit 0 valid, 1 invalid)
+  config print [--resolved] PATH...
+                                   print the merged config, secrets redacted (--resolved: defaults applied)
   config schema                    print the config JSON Schema
+  plugins list [--json] PATH...    start the configured plugins, print what each validates, issues, enriches
   keys generate [--alg ES256] [--out FILE]
                                    write a new private signing JWK (stdout by default)
   secret hash                      read a client secret on stdin, print its scrypt hash for config
@@ -35,6 +42,8 @@ async function main(argv: string[]): Promise<number> {
       return keysCommand(rest);
     case 'secret':
       return secretCommand(rest);
+    case 'plugins':
+      return pluginsCommand(rest);
     case undefined:
     case 'help':
     case '--help':
@@ -46,19 +55,33 @@ async function main(argv: string[]): Promise<number> {
 }
 
 async function serve(args: string[]): Promise<number> {
-  const { values } = parseArgs({ args, options: { config: { type: 'string', short: 'c' } } });
-  if (!values.config) throw new UsageError('serve needs --config FILE');
-  const loaded = await loadConfigFile(values.config);
+  const { paths } = parseConfigArgs({ args, options: CONFIG_OPTION });
+  if (paths.length === 0) throw new UsageError('serve needs --config PATH');
+  const loaded = await loadConfigFiles(paths);
   const broker = await createBroker(loaded.config, { baseDir: loaded.baseDir, locate: loaded.locate });
-  const running = await broker.listen();
-  process.stderr.write(`tessera listening on ${running.url} (issuer ${broker.info.issuer})\n`);
-  await new Promise<void>((done) => {
+  // Handlers go in before the "listening" line: a supervisor may signal as soon as it reads it.
+  const stopped = new Promise<void>((done) => {
     const stop = () => done();
     process.once('SIGINT', stop);
     process.once('SIGTERM', stop);
   });
+  const running = await broker.listen();
+  process.stderr.write(`tessera listening on ${running.url} (issuer ${broker.info.issuer})\n`);
+  await stopped;
   await broker.close();
   return 0;
+}
+
+const CONFIG_OPTION = { config: { type: 'string', short: 'c', multiple: true } } as const;
+
+/** Config files and directories, positional or `--config`, in command-line order: that order is the merge order. */
+function parseConfigArgs<T extends ParseArgsConfig>(config: T): { paths: string[]; values: ReturnType<typeof parseArgs<T>>['values'] } {
+  const { values, tokens = [] } = parseArgs({ ...config, tokens: true });
+  const paths = tokens.flatMap((token) => {
+    if (token.kind === 'positional') return [token.value];
+    return token.kind === 'option' && token.name === 'config' && token.value !== undefined ? [token.value] : [];
+  });
+  return { paths, values };
 }
 
 async function configCommand(args: string[]): Promise<number> {
@@ -68,14 +91,48 @@ async function configCommand(args: string[]): Promise<number> {
     return 0;
   }
   if (sub === 'validate') {
-    const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { config: { type: 'string', short: 'c' } } });
-    const file = values.config ?? positionals[0];
-    if (!file) throw new UsageError('config validate needs FILE');
-    await checkConfig(await loadConfigFile(file));
-    process.stdout.write(`${file}: valid\n`);
+    const { paths } = parseConfigArgs({ args: rest, allowPositionals: true, options: CONFIG_OPTION });
+    if (paths.length === 0) throw new UsageError('config validate needs PATH');
+    try {
+      const loaded = await loadConfigFiles(paths);
+      await checkConfig(loaded);
+      process.stdout.write(`${loaded.files.join(', ')}: valid\n`);
+      return 0;
+    } catch (error) {
+      if (!(error instanceof ConfigError)) throw error;
+      // One `file:line: path: message` per line, no heading: easy to grep and for editors to jump to.
+      process.stderr.write(`${error.problems.join('\n')}\n`);
+      return 1;
+    }
+  }
+  if (sub === 'print') {
+    const { paths, values } = parseConfigArgs({
+      args: rest,
+      allowPositionals: true,
+      options: { ...CONFIG_OPTION, resolved: { type: 'boolean' } },
+    });
+    if (paths.length === 0) throw new UsageError('config print needs PATH');
+    process.stdout.write(await renderConfig(await loadConfigFiles(paths), { resolved: values.resolved ?? false }));
     return 0;
   }
-  throw new UsageError('config validate FILE | config schema');
+  throw new UsageError('config validate PATH... | config print [--resolved] PATH... | config schema');
+}
+
+async function pluginsCommand(args: string[]): Promise<number> {
+  const [sub, ...rest] = args;
+  if (sub !== 'list') throw new UsageError('plugins list [--json] --config PATH...');
+  const { paths, values } = parseConfigArgs({ args: rest, allowPositionals: true, options: { ...CONFIG_OPTION, json: { type: 'boolean' } } });
+  if (paths.length === 0) throw new UsageError('plugins list needs --config PATH');
+  const loaded = await loadConfigFiles(paths);
+  // Token types are known only once plugins have started; the broker is built but never listens.
+  const broker = await createBroker(loaded.config, { baseDir: loaded.baseDir, locate: loaded.locate, logger: createLogger('warn'), audit: new MemoryAuditSink() });
+  try {
+    const summaries = summarizePlugins(broker);
+    process.stdout.write(values.json ? `${JSON.stringify(summaries, null, 2)}\n` : formatPluginSummaries(summaries));
+  } finally {
+    await broker.close();
+  }
+  return 0;
 }
 
 async function keysCommand(args: string[]): Promise<number> {

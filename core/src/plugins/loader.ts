@@ -8,6 +8,8 @@ import { ConfigError, describeIssues, type Locator } from '../config/errors.js';
 import type { BrokerConfig } from '../config/schema.js';
 
 export interface PluginEntryResult {
+  /** The config's `use:` value. */
+  readonly use: string;
   readonly definition: PluginDefinition;
   readonly config: unknown;
 }
@@ -15,6 +17,9 @@ export interface PluginEntryResult {
 export interface LoadedPlugin {
   readonly name: string;
   readonly version: string;
+  readonly use: string;
+  /** The core plugin API range the plugin declared. */
+  readonly apiVersion: string;
   readonly provides: PluginProvides;
 }
 
@@ -69,7 +74,7 @@ export async function resolvePlugins(entries: BrokerConfig['plugins'], baseDir: 
       problems.push(...describeIssues(parsed.error.issues, ['plugins', index, 'config'], locate).map((line) => `${line} (plugin ${definition.name})`));
       continue;
     }
-    results.push({ definition, config: parsed.data });
+    results.push({ use: entry.use, definition, config: parsed.data });
   }
   const names = results.map((result) => result.definition.name);
   const repeated = names.find((name, index) => names.indexOf(name) !== index);
@@ -88,7 +93,7 @@ export async function initPlugins(
   onClose: (close: () => void | Promise<void>) => void,
 ): Promise<LoadedPlugin[]> {
   const loaded: LoadedPlugin[] = [];
-  for (const { definition, config } of resolved) {
+  for (const { use, definition, config } of resolved) {
     const deps: Record<string, unknown> = {};
     for (const [key, dep] of Object.entries(definition.deps)) {
       if (!container.isRegistered(dep, true)) throw new ConfigError([`plugin ${definition.name}: deps.${key} is not a service the broker provides`]);
@@ -96,7 +101,7 @@ export async function initPlugins(
     }
     const provides = await definition.init({ config, deps });
     if (provides.close) onClose(provides.close);
-    loaded.push({ name: definition.name, version: definition.version, provides });
+    loaded.push({ name: definition.name, version: definition.version, use, apiVersion: definition.apiVersion, provides });
   }
   return loaded;
 }
