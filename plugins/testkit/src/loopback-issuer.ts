@@ -35,6 +35,8 @@ export class LoopbackIssuer {
   discoveryFetches = 0;
   available = true;
   #keys: TestKey[];
+  /** Responses held back while stalled. */
+  #held: import('node:http').ServerResponse[] | undefined;
 
   private constructor(
     private readonly server: LoopbackServer,
@@ -69,6 +71,19 @@ export class LoopbackIssuer {
     return next;
   }
 
+  /**
+   * Accepts requests but never answers them (a hung upstream) until the returned function is called,
+   * which answers everything held with 503.
+   */
+  stall(): () => void {
+    this.#held ??= [];
+    return () => {
+      const held = this.#held ?? [];
+      this.#held = undefined;
+      for (const response of held) if (!response.writableEnded && !response.destroyed) sendJson(response, 503, { error: 'unavailable' });
+    };
+  }
+
   async mint(claims: JWTPayload, options: MintOptions = {}): Promise<string> {
     const key = options.key ?? this.key;
     const now = Math.floor(Date.now() / 1000);
@@ -87,6 +102,7 @@ export class LoopbackIssuer {
     // Requests are counted even while unavailable: tests bound how often the broker tries.
     if (path === `${base}/.well-known/openid-configuration`) this.discoveryFetches++;
     if (path === `${base}/jwks`) this.jwksFetches++;
+    if (this.#held) return void this.#held.push(response);
     if (!this.available) return sendJson(response, 503, { error: 'unavailable' });
     if (path === `${base}/.well-known/openid-configuration`) {
       return sendJson(response, 200, { issuer: this.issuer, jwks_uri: this.jwksUri, id_token_signing_alg_values_supported: [this.key.alg] });
