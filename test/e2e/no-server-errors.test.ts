@@ -23,6 +23,7 @@ beforeAll(async () => {
     clients: [client.config(), { id: 'public', auth: { method: 'none' } }],
     plugins: [oidcPlugin({ issuer: idp.issuer }), accessTokenPlugin],
     policy: { rules: [allowRule(idp.issuer)] },
+    endpoints: { jsonExchange: { enabled: true } },
   }));
 });
 afterAll(async () => {
@@ -50,6 +51,27 @@ it('answers any token request with a 4xx JSON error or a token, never a 5xx', as
         if (response.status !== 200) expect(parsed.error).toEqual(expect.any(String));
       },
     ),
+    { numRuns: 300 },
+  );
+  expect(running.audit.records.every((record) => record.error !== 'server_error')).toBe(true);
+});
+
+it('answers any JSON exchange body with a 4xx JSON error or a token, never a 5xx', async () => {
+  const validIdToken = await idp.mint({ sub: 'a', aud: running.issuer }, { expiresIn: 3600 });
+  const scalar = fc.oneof(fc.constantFrom(...VALUES, validIdToken), fc.string({ maxLength: 40 }), fc.integer(), fc.boolean(), fc.constant(null));
+  const member = fc.oneof(scalar, fc.array(scalar, { maxLength: 4 }), fc.dictionary(fc.string({ maxLength: 8 }), scalar, { maxKeys: 3 }));
+  const body = fc.oneof(
+    fc.dictionary(fc.constantFrom(...NAMES, '__proto__', 'constructor', 'x'), member, { maxKeys: 8 }).map((object) => JSON.stringify(object)),
+    fc.json({ maxDepth: 3 }),
+    fc.string({ maxLength: 60 }),
+  );
+  await fc.assert(
+    fc.asyncProperty(body, fc.constantFrom('application/json', 'application/json; charset=utf-8', 'application/json; charset=latin1', 'text/plain'), async (text, contentType) => {
+      const response = await fetch(`${running.issuer}/v1/exchange/token`, { method: 'POST', headers: { 'content-type': contentType }, body: text });
+      expect(response.status).toBeLessThan(500);
+      const parsed = JSON.parse(await response.text()) as Record<string, unknown>;
+      if (response.status !== 200) expect(parsed.error).toEqual(expect.any(String));
+    }),
     { numRuns: 300 },
   );
   expect(running.audit.records.every((record) => record.error !== 'server_error')).toBe(true);

@@ -1,7 +1,7 @@
-import getRawBody from 'raw-body';
 import type { Context } from 'koa';
 import { InvalidRequest } from '@tessera/plugin-sdk';
 import { REPEATABLE_PARAMETERS } from '../oauth/request.js';
+import { readBodyText } from './body-text.js';
 
 /**
  * RFC 6749 §3.2: token requests are `application/x-www-form-urlencoded` UTF-8 bodies. Reads at most
@@ -16,18 +16,7 @@ export async function readFormBody(ctx: Context, maxBytes: number): Promise<Map<
   if (charset && charset.toLowerCase() !== 'utf-8') {
     throw new InvalidRequest('charset must be utf-8', { status: 415, detail: 'charset' });
   }
-  const encoding = ctx.get('content-encoding');
-  if (encoding && encoding.toLowerCase() !== 'identity') {
-    throw new InvalidRequest('content encoding is not supported', { status: 415, detail: 'content encoding' });
-  }
-  let text: string;
-  try {
-    text = await getRawBody(ctx.req, { limit: maxBytes, length: ctx.get('content-length') || undefined, encoding: 'utf8' });
-  } catch (error) {
-    const type = (error as { type?: string }).type;
-    if (type === 'entity.too.large') throw new InvalidRequest('request body too large', { status: 413, detail: 'body size' });
-    throw new InvalidRequest('request body could not be read', { detail: `body: ${type ?? 'read error'}` });
-  }
+  const text = await readBodyText(ctx, maxBytes);
   const parameters = new Map<string, string[]>();
   for (const [name, value] of new URLSearchParams(text)) {
     if (value === '') continue;

@@ -1,7 +1,7 @@
-import getRawBody from 'raw-body';
 import type { Context } from 'koa';
 import { InvalidRequest } from '@tessera/plugin-sdk';
 import { REPEATABLE_PARAMETERS } from '../oauth/request.js';
+import { readBodyText } from './body-text.js';
 
 /**
  * The JSON exchange front door: the same parameter names as the form-encoded token endpoint, in one JSON
@@ -12,18 +12,12 @@ export async function readJsonParameters(ctx: Context, maxBytes: number): Promis
   if (!ctx.request.is('application/json')) {
     throw new InvalidRequest('content type must be application/json', { status: 415, detail: 'content type' });
   }
-  const encoding = ctx.get('content-encoding');
-  if (encoding && encoding.toLowerCase() !== 'identity') {
-    throw new InvalidRequest('content encoding is not supported', { status: 415, detail: 'content encoding' });
+  // RFC 8259 §8.1: JSON between systems is UTF-8.
+  const charset = ctx.request.charset;
+  if (charset && charset.toLowerCase() !== 'utf-8') {
+    throw new InvalidRequest('charset must be utf-8', { status: 415, detail: 'charset' });
   }
-  let text: string;
-  try {
-    text = await getRawBody(ctx.req, { limit: maxBytes, length: ctx.get('content-length') || undefined, encoding: 'utf8' });
-  } catch (error) {
-    const type = (error as { type?: string }).type;
-    if (type === 'entity.too.large') throw new InvalidRequest('request body too large', { status: 413, detail: 'body size' });
-    throw new InvalidRequest('request body could not be read', { detail: `body: ${type ?? 'read error'}` });
-  }
+  const text = await readBodyText(ctx, maxBytes);
   let body: unknown;
   try {
     body = JSON.parse(text);
