@@ -4,10 +4,10 @@ import type { AddressInfo } from 'node:net';
 
 import type Koa from 'koa';
 import { container as rootContainer, type DependencyContainer } from 'tsyringe';
-import { tokens, type BrokerInfo, type Clock, type Logger, type ReplayStore, type Token } from '@tessera/plugin-sdk';
+import { tokens, type BrokerInfo, type ClientAssertionVerifier, type Clock, type Logger, type ReplayStore, type Token } from '@tessera/plugin-sdk';
 import { PinoAuditSink, type AuditSink } from './audit/audit-log.js';
 import { systemClock } from './clock.js';
-import type { Locator } from './config/errors.js';
+import { ConfigError, type Locator } from './config/errors.js';
 import type { BrokerConfig } from './config/schema.js';
 import { coreTokens } from './di/tokens.js';
 import { provideFactory, provideValue, resolve } from './di/container.js';
@@ -125,6 +125,15 @@ async function assemble(config: BrokerConfig, options: BrokerOptions & { baseDir
     for (const issuer of plugin.provides.issuers ?? []) issuers.add(plugin.name, issuer);
   }
   const extractors = plugins.flatMap((plugin) => (plugin.provides.attributeExtractors ?? []).map((extractor) => ({ plugin: plugin.name, extractor })));
+  const assertionVerifiers = new Map<string, ClientAssertionVerifier>();
+  for (const plugin of plugins) {
+    for (const verifier of plugin.provides.clientAssertionVerifiers ?? []) {
+      for (const type of verifier.assertionTypes) {
+        if (assertionVerifiers.has(type)) throw new ConfigError([`client assertion type ${type} is claimed by two plugins (second: "${plugin.name}")`]);
+        assertionVerifiers.set(type, verifier);
+      }
+    }
+  }
   provideValue(container, coreTokens.validators, validators);
   provideValue(container, coreTokens.issuers, issuers);
 
@@ -145,6 +154,8 @@ async function assemble(config: BrokerConfig, options: BrokerOptions & { baseDir
         replay: resolve(c, tokens.replayStore),
         clock: resolve(c, tokens.clock),
         broker: resolve(c, tokens.brokerInfo),
+        assertionVerifiers,
+        verificationTimeoutMs: config.limits.validationTimeoutMs,
       }),
   );
   provideFactory(
@@ -180,6 +191,8 @@ async function assemble(config: BrokerConfig, options: BrokerOptions & { baseDir
   // Resolve eagerly so config errors (bad client keys, bad hashes, bad rule defaults) stop startup, not the first request.
   resolve(container, coreTokens.policy);
   const authenticator = resolve(container, coreTokens.clientAuthenticator);
+  const unverifiable = authenticator.requiredAssertionTypes().filter((type) => !assertionVerifiers.has(type));
+  if (unverifiable.length > 0) throw new ConfigError([`clients: no plugin verifies client assertions of type ${unverifiable.join(', ')} (spiffe_jwt clients need @tessera/plugin-spiffe)`]);
   const grantTypes = [...new Set(config.clients.flatMap((client) => client.grantTypes))].map((name) => GRANT_TYPE_URIS[name]);
   const app = createHttpApp({
     tokenEndpoint: resolve(container, coreTokens.tokenEndpoint),

@@ -115,6 +115,7 @@ describe('PolicyEngine', () => {
       lifetimeSeconds: 600,
       tokenType: TOKEN_TYPE_ACCESS_TOKEN,
       ruleId: 'r',
+      parameters: {},
     });
   });
 
@@ -311,5 +312,40 @@ describe('match.attributes', () => {
   it('does not read inherited properties as attributes', () => {
     const inherited = Object.create({ groups: 'admins' }) as VerifiedIdentity['attributes'];
     expect(refused(rules.decide(withAttributes(inherited))).reason).toBe('no_rule_matched');
+  });
+});
+
+describe('grant.issuerParameters', () => {
+  const k8s = identity({ subject: 'system:serviceaccount:payments:api', attributes: { 'k8s.namespace': 'payments', 'k8s.serviceAccount': 'api', groups: ['a', 'b'] } });
+
+  it('fills templates from verified values and hands them to the issuer', () => {
+    const rules = engine({
+      id: 'to-spiffe',
+      grant: {
+        audiences: ['https://api.example'],
+        issuerParameters: { selectors: ['k8s:ns:{attributes.k8s.namespace}', 'k8s:sa:{attributes.k8s.serviceAccount}'], note: '{{literal}} {client}' },
+      },
+    });
+    expect(allowed(rules.decide(request({ subject: k8s }))).grant.parameters).toEqual({
+      selectors: ['k8s:ns:payments', 'k8s:sa:api'],
+      note: '{literal} client-a',
+    });
+  });
+
+  it('refuses when a template names a value the identity lacks, is list-valued, or is unsafe', () => {
+    for (const template of ['{attributes.missing}', '{attributes.groups}']) {
+      const rules = engine({ id: 'r', grant: { audiences: ['https://api.example'], issuerParameters: { selectors: [template] } } });
+      expect(refused(rules.decide(request({ subject: k8s }))).reason).toBe('parameter_unresolved');
+    }
+    const rules = engine({ id: 'r', grant: { audiences: ['https://api.example'], issuerParameters: { id: 'spiffe://td/{subject}' } } });
+    // A subject with a space (or braces, or a newline) is never spliced into a parameter.
+    expect(refused(rules.decide(request({ subject: identity({ subject: 'a b' }) }))).reason).toBe('parameter_unresolved');
+    expect(allowed(rules.decide(request({ subject: identity({ subject: 'user-1' }) }))).grant.parameters).toEqual({ id: 'spiffe://td/user-1' });
+  });
+
+  it('rejects unknown placeholders and stray braces at startup', () => {
+    expect(() => engine({ id: 'r', grant: { issuerParameters: { a: '{nope}' } } })).toThrow(/unknown placeholder \{nope\}/);
+    expect(() => engine({ id: 'r', grant: { issuerParameters: { a: ['ok', 'x}'] } } })).toThrow(/unbalanced brace/);
+    expect(() => engine({ id: 'r', grant: { issuerParameters: { a: '{subject.x}' } } })).toThrow(/unknown placeholder/);
   });
 });

@@ -48,6 +48,10 @@ const clientAuthSchema = z.discriminatedUnion('method', [
   z.object({ method: z.literal('client_secret_basic'), secretHash }).strict(),
   z.object({ method: z.literal('client_secret_post'), secretHash }).strict(),
   z.object({ method: z.literal('none') }).strict().describe('Public client: identified by client_id only. Use only where the network already authenticates callers'),
+  z
+    .object({ method: z.literal('spiffe_jwt') })
+    .strict()
+    .describe('Workloads authenticating with a JWT-SVID (client_assertion_type jwt-spiffe); the id is a SPIFFE ID pattern, the client is the SPIFFE ID'),
 ]);
 
 const clientSchema = z
@@ -57,7 +61,12 @@ const clientSchema = z
     auth: clientAuthSchema,
     grantTypes: z.array(z.enum(GRANT_TYPE_NAMES)).min(1).default(['token_exchange']).describe('Grant types this client may use'),
   })
-  .strict();
+  .strict()
+  // One meaning per id: SPIFFE ID patterns name workload clients, anything else a registered client.
+  .refine((client) => (client.auth.method === 'spiffe_jwt') === client.id.startsWith('spiffe://'), {
+    message: 'spiffe_jwt clients have a spiffe:// id pattern, and only they do',
+    path: ['id'],
+  });
 
 /** Exact string, or a glob: `*` = any run without `/`, `**` = any run. Always anchored. */
 const pattern = z.string().min(1).describe('exact value or glob (* within a path segment, ** across segments)');
@@ -92,9 +101,21 @@ const ruleSchema = z
           .boolean()
           .default(false)
           .describe('Let the issued token outlive the subject token (off: exp <= subject exp)'),
+        issuerParameters: z
+          .record(z.string().min(1), z.union([z.string(), z.array(z.string()).min(1)]))
+          .default({})
+          .describe('Passed to the issuer plugin (e.g. SPIRE selectors); templates: {subject} {issuer} {client} {attributes.NAME}'),
       })
       .strict()
-      .default({ audiences: [], defaultAudiences: [], scopes: [], defaultScopes: [], maxLifetimeSeconds: 600, allowLifetimeBeyondSubject: false }),
+      .default({
+        audiences: [],
+        defaultAudiences: [],
+        scopes: [],
+        defaultScopes: [],
+        maxLifetimeSeconds: 600,
+        allowLifetimeBeyondSubject: false,
+        issuerParameters: {},
+      }),
   })
   .strict();
 

@@ -1,18 +1,23 @@
 import { createLocalJWKSet, decodeJwt, decodeProtectedHeader, jwtVerify, type JWTVerifyGetKey } from 'jose';
 import {
   CLIENT_ASSERTION_TYPE_JWT_BEARER,
+  CLIENT_ASSERTION_TYPE_JWT_SPIFFE,
   InvalidClient,
   InvalidRequest,
   isCompactJws,
   OAuthError,
   type AuthenticatedClient,
   type BrokerInfo,
+  type ClientAssertionVerifier,
   type Clock,
   type JwksCache,
   type ReplayStore,
+  type TokenTypeUrn,
+  type VerifiedIdentity,
 } from '@tessera/plugin-sdk';
 import { ConfigError } from '../config/errors.js';
 import type { BrokerConfig, ClientConfig } from '../config/schema.js';
+import { compilePattern, type Matcher } from '../policy/patterns.js';
 import { hashClientSecret, parseScryptHash, verifyClientSecret, type ScryptHash } from './client-secret.js';
 import type { TokenRequest } from './request.js';
 
@@ -27,25 +32,52 @@ interface RegisteredClient {
 
 const MAX_ASSERTION_BYTES = 16_384;
 
+/** Client auth methods whose assertions a plugin verifies, by assertion type. */
+const PLUGIN_ASSERTION_METHODS: Readonly<Record<string, 'spiffe_jwt'>> = { [CLIENT_ASSERTION_TYPE_JWT_SPIFFE]: 'spiffe_jwt' };
+
+export interface ClientAuthDeps {
+  readonly jwks: JwksCache;
+  readonly replay: ReplayStore;
+  readonly clock: Clock;
+  readonly broker: BrokerInfo;
+  /** Plugin verifiers by `client_assertion_type`. */
+  readonly assertionVerifiers?: ReadonlyMap<string, ClientAssertionVerifier>;
+  /** Time budget of a plugin verification (it may fetch keys). */
+  readonly verificationTimeoutMs?: number;
+}
+
 /**
  * RFC 6749 §2.3 and RFC 7523 §2.2: authenticates the client of a token request by exactly one method.
  * Every failure is `invalid_client` (401 with a challenge); the reason goes to the audit record only.
  */
 export class ClientAuthenticator {
   readonly #clients: ReadonlyMap<string, RegisteredClient>;
+  /** spiffe_jwt clients: SPIFFE ID patterns, tried in config order. */
+  readonly #workloadClients: readonly { readonly matches: Matcher; readonly config: ClientConfig }[];
   #decoy?: Promise<ScryptHash>;
 
   constructor(
     clients: readonly ClientConfig[],
     private readonly options: ClientAuthOptions,
-    private readonly deps: { readonly jwks: JwksCache; readonly replay: ReplayStore; readonly clock: Clock; readonly broker: BrokerInfo },
+    private readonly deps: ClientAuthDeps,
   ) {
-    this.#clients = new Map(clients.map((config, index) => [config.id, this.#register(config, index)]));
+    this.#workloadClients = clients.filter((config) => config.auth.method === 'spiffe_jwt').map((config) => ({ matches: compilePattern(config.id), config }));
+    this.#clients = new Map(
+      clients.filter((config) => config.auth.method !== 'spiffe_jwt').map((config) => [config.id, this.#register(config, clients.indexOf(config))]),
+    );
+  }
+
+  /** Assertion types some configured client needs a plugin verifier for. */
+  requiredAssertionTypes(): string[] {
+    return Object.entries(PLUGIN_ASSERTION_METHODS)
+      .filter(([, method]) => this.#workloadClients.some((client) => client.config.auth.method === method))
+      .map(([type]) => type);
   }
 
   /** Methods in use by configured clients, for RFC 8414 metadata. */
   methodsSupported(): string[] {
-    return [...new Set([...this.#clients.values()].map((client) => client.config.auth.method))];
+    const configs = [...[...this.#clients.values()].map((client) => client.config), ...this.#workloadClients.map((client) => client.config)];
+    return [...new Set(configs.map((config) => config.auth.method))];
   }
 
   signingAlgorithms(): string[] {
@@ -54,7 +86,11 @@ export class ClientAuthenticator {
   }
 
   clientConfig(id: string): ClientConfig | undefined {
-    return this.#clients.get(id)?.config;
+    return this.#clients.get(id)?.config ?? this.#workloadClient(id);
+  }
+
+  #workloadClient(spiffeId: string): ClientConfig | undefined {
+    return spiffeId.startsWith('spiffe://') ? this.#workloadClients.find((client) => client.matches(spiffeId))?.config : undefined;
   }
 
   async authenticate(request: TokenRequest): Promise<AuthenticatedClient> {
@@ -111,6 +147,7 @@ export class ClientAuthenticator {
   async #assertion(request: TokenRequest): Promise<AuthenticatedClient> {
     const type = request.get('client_assertion_type');
     const assertion = request.get('client_assertion');
+    if (type !== undefined && assertion !== undefined && PLUGIN_ASSERTION_METHODS[type]) return this.#pluginAssertion(request, type, assertion);
     if (type !== CLIENT_ASSERTION_TYPE_JWT_BEARER || assertion === undefined) {
       throw new InvalidClient(undefined, { detail: 'client_auth: unsupported or missing client_assertion_type' });
     }
@@ -149,24 +186,75 @@ export class ClientAuthenticator {
       const { code, claim } = error as { code?: string; claim?: string };
       throw new InvalidClient(undefined, { detail: `client_auth: assertion rejected (${code ?? 'verification failed'}${claim ? ` ${claim}` : ''})` });
     }
+    this.#checkLifetime(now, payload.exp!, payload.iat);
+    if (typeof payload.jti !== 'string') throw new InvalidClient(undefined, { detail: 'client_auth: bad jti' });
+    await this.#consumeJti(id, payload.jti, payload.exp!);
+    return { id, authMethod: 'private_key_jwt' };
+  }
+
+  /**
+   * An assertion type a plugin verifies (a JWT-SVID): the plugin proves who it speaks for, core maps that
+   * identity to a configured client and applies the same lifetime and replay rules as private_key_jwt.
+   * SPIRE reuses a cached JWT-SVID until it nears expiry and sets no `jti`, so single use is enforced only
+   * when a `jti` is present; otherwise the short lifetime and the audience are the replay bound.
+   */
+  async #pluginAssertion(request: TokenRequest, type: string, assertion: string): Promise<AuthenticatedClient> {
+    if (assertion.length > MAX_ASSERTION_BYTES) throw new InvalidClient(undefined, { detail: 'client_auth: assertion too large' });
+    const verifier = this.deps.assertionVerifiers?.get(type);
+    if (!verifier) throw new InvalidClient(undefined, { detail: 'client_auth: unsupported client_assertion_type' });
+    const now = this.deps.clock.now();
+    let identity: VerifiedIdentity;
+    try {
+      identity = await verifier.verify(assertion, {
+        role: 'client',
+        tokenType: type as TokenTypeUrn,
+        brokerIssuer: this.deps.broker.issuer,
+        tokenEndpoint: this.deps.broker.tokenEndpoint,
+        now,
+        signal: AbortSignal.timeout(this.deps.verificationTimeoutMs ?? 5_000),
+      });
+    } catch (error) {
+      // A trust-bundle outage is the broker's problem, not the client's: keep the 503.
+      if (error instanceof OAuthError && error.status >= 500) throw error;
+      const reason = error instanceof OAuthError ? (error.detail ?? error.code) : 'verifier plugin fault';
+      throw new InvalidClient(undefined, { detail: `client_auth: assertion rejected (${reason})` });
+    }
+    const id = identity.subject;
+    const config = this.#workloadClient(id);
+    if (!config || config.auth.method !== PLUGIN_ASSERTION_METHODS[type]) throw new InvalidClient(undefined, { detail: 'client_auth: no client matches the assertion subject' });
+    const bodyId = request.get('client_id');
+    if (bodyId !== undefined && bodyId !== id) throw new InvalidClient(undefined, { detail: 'client_auth: client_id mismatch' });
+    // The assertion is for this broker only: no audience besides its issuer or token endpoint.
+    const ours = new Set([this.deps.broker.issuer, this.deps.broker.tokenEndpoint]);
+    if (identity.audiences.length === 0 || !identity.audiences.every((audience) => ours.has(audience))) {
+      throw new InvalidClient(undefined, { detail: 'client_auth: assertion audience must name only this broker' });
+    }
+    const exp = Math.floor(identity.expiresAt.getTime() / 1000);
+    const iat = typeof identity.claims.iat === 'number' ? identity.claims.iat : undefined;
+    this.#checkLifetime(now, exp, iat);
+    if (identity.claims.jti !== undefined) {
+      if (typeof identity.claims.jti !== 'string') throw new InvalidClient(undefined, { detail: 'client_auth: bad jti' });
+      await this.#consumeJti(id, identity.claims.jti, exp);
+    }
+    return { id, authMethod: PLUGIN_ASSERTION_METHODS[type] };
+  }
+
+  /** Long-lived assertions defeat replay protection: cap both the remaining and the declared lifetime. */
+  #checkLifetime(now: Date, exp: number, iat: number | undefined): void {
     const nowSeconds = Math.floor(now.getTime() / 1000);
-    const exp = payload.exp!;
-    const maxLifetime = this.options.assertionMaxLifetimeSeconds;
-    // Long-lived assertions defeat replay protection: cap both the remaining and the declared lifetime.
-    if (exp - nowSeconds > maxLifetime + this.options.clockSkewSeconds || (payload.iat !== undefined && exp - payload.iat > maxLifetime)) {
+    const { assertionMaxLifetimeSeconds: maxLifetime, clockSkewSeconds: skew } = this.options;
+    if (exp - nowSeconds > maxLifetime + skew || (iat !== undefined && exp - iat > maxLifetime)) {
       throw new InvalidClient(undefined, { detail: 'client_auth: assertion lifetime too long' });
     }
-    if (payload.iat !== undefined && payload.iat > nowSeconds + this.options.clockSkewSeconds) {
-      throw new InvalidClient(undefined, { detail: 'client_auth: assertion iat in the future' });
-    }
-    if (typeof payload.jti !== 'string' || payload.jti.length === 0 || payload.jti.length > 256) {
-      throw new InvalidClient(undefined, { detail: 'client_auth: bad jti' });
-    }
-    const skew = this.options.clockSkewSeconds;
-    if (!(await this.deps.replay.consume(`client-assertion:${JSON.stringify([id, payload.jti])}`, new Date((exp + skew) * 1000)))) {
+    if (iat !== undefined && iat > nowSeconds + skew) throw new InvalidClient(undefined, { detail: 'client_auth: assertion iat in the future' });
+  }
+
+  async #consumeJti(clientId: string, jti: string, exp: number): Promise<void> {
+    if (jti.length === 0 || jti.length > 256) throw new InvalidClient(undefined, { detail: 'client_auth: bad jti' });
+    const expiresAt = new Date((exp + this.options.clockSkewSeconds) * 1000);
+    if (!(await this.deps.replay.consume(`client-assertion:${JSON.stringify([clientId, jti])}`, expiresAt))) {
       throw new InvalidClient(undefined, { detail: 'client_auth: assertion replayed' });
     }
-    return { id, authMethod: 'private_key_jwt' };
   }
 
   #register(config: ClientConfig, index: number): RegisteredClient {
@@ -188,6 +276,7 @@ export class ClientAuthenticator {
         return { config, keys, algorithms: auth.algorithms ?? this.options.algorithms };
       }
       case 'none':
+      case 'spiffe_jwt':
         return { config };
     }
   }

@@ -11,6 +11,7 @@ import {
 import { ConfigError } from '../config/errors.js';
 import type { GrantTypeName, PolicyRuleConfig } from '../config/schema.js';
 import { compilePatternList, type Matcher } from './patterns.js';
+import { fillTemplate, templateProblems } from './templates.js';
 
 export interface PolicyRequest {
   readonly grantType: GrantTypeName;
@@ -53,6 +54,9 @@ export class PolicyEngine {
       return [
         ...rule.grant.defaultAudiences.filter((audience) => !allowed(audience)).map((audience) => `policy.rules[${index}].grant.defaultAudiences: "${audience}" is not in audiences (rule ${rule.id})`),
         ...rule.grant.defaultScopes.filter((scope) => !rule.grant.scopes.includes(scope)).map((scope) => `policy.rules[${index}].grant.defaultScopes: "${scope}" is not in scopes (rule ${rule.id})`),
+        ...Object.entries(rule.grant.issuerParameters).flatMap(([name, value]) =>
+          [value].flat().flatMap((template) => templateProblems(template).map((problem) => `policy.rules[${index}].grant.issuerParameters.${name}: ${problem} (rule ${rule.id})`)),
+        ),
       ];
     });
     if (problems.length > 0) throw new ConfigError(problems);
@@ -88,6 +92,14 @@ export class PolicyEngine {
     }
     if (lifetime <= 0) return refuse(InvalidRequest.subjectToken(detail('subject_expiring').detail), 'subject_expiring');
 
+    const parameters: Record<string, string | string[]> = {};
+    for (const [name, value] of Object.entries(grant.issuerParameters)) {
+      const filled = [value].flat().map((template) => fillTemplate(template, { subject: request.subject, client: request.client }));
+      // A rule that needs a value this identity lacks cannot be applied to it: refuse, never issue with a hole.
+      if (filled.some((item) => item === undefined)) return refuse(InvalidRequest.policy(detail(`parameter_unresolved ${name}`).detail), 'parameter_unresolved');
+      parameters[name] = typeof value === 'string' ? filled[0]! : (filled as string[]);
+    }
+
     return {
       allowed: true,
       ruleId: id,
@@ -101,6 +113,7 @@ export class PolicyEngine {
         lifetimeSeconds: lifetime,
         tokenType: request.requestedTokenType,
         ruleId: id,
+        parameters,
       },
     };
   }

@@ -33,6 +33,7 @@ function grant(overrides: Partial<Grant> = {}): Grant {
     lifetimeSeconds: 600,
     tokenType: TOKEN_TYPE_ACCESS_TOKEN,
     ruleId: 'r1',
+    parameters: {},
     ...overrides,
   };
 }

@@ -25,7 +25,8 @@ export interface VerifiedIdentity {
 }
 
 /** Why a validator is being asked: the same token type may be presented in several roles. */
-export type ValidationRole = 'subject' | 'actor' | 'assertion';
+/** `client` = a client assertion being checked for client authentication. */
+export type ValidationRole = 'subject' | 'actor' | 'assertion' | 'client';
 
 export interface ValidationContext {
   readonly role: ValidationRole;
@@ -60,7 +61,20 @@ export interface AttributeExtractor {
   extract(identity: VerifiedIdentity, ctx: ValidationContext): IdentityAttributes | Promise<IdentityAttributes>;
 }
 
-export type ClientAuthMethod = 'private_key_jwt' | 'client_secret_basic' | 'client_secret_post' | 'none';
+/**
+ * Verifies client assertions of types core does not implement itself (RFC 7521 §4.2), e.g. a JWT-SVID
+ * presented with `urn:ietf:params:oauth:client-assertion-type:jwt-spiffe`. It proves who the assertion
+ * speaks for; core then maps that identity to a configured client, enforces lifetime and replay rules.
+ * The assertion's audience must name only this broker (`ctx.brokerIssuer` or `ctx.tokenEndpoint`).
+ */
+export interface ClientAssertionVerifier {
+  /** `client_assertion_type` values handled. */
+  readonly assertionTypes: readonly string[];
+  /** Throw `InvalidToken` for anything wrong with the assertion; `ctx.role` is `client`. */
+  verify(assertion: string, ctx: ValidationContext): Promise<VerifiedIdentity>;
+}
+
+export type ClientAuthMethod = 'private_key_jwt' | 'client_secret_basic' | 'client_secret_post' | 'spiffe_jwt' | 'none';
 
 /** The OAuth client that made the request, after authentication. */
 export interface AuthenticatedClient {
@@ -82,6 +96,8 @@ export interface Grant {
   readonly tokenType: TokenTypeUrn;
   /** Id of the policy rule that allowed the request. */
   readonly ruleId: string;
+  /** Issuer-specific parameters from the rule (`grant.issuerParameters`), templates already filled. */
+  readonly parameters: Readonly<Record<string, string | readonly string[]>>;
 }
 
 export interface IssueContext {
@@ -98,6 +114,8 @@ export interface IssuedToken {
   readonly expiresIn: number;
   /** Identifier of the issued token, for the audit record. */
   readonly jti?: string;
+  /** Who the issued token names, when the issuer chose it (a JWT-SVID's SPIFFE ID). */
+  readonly subject?: string;
 }
 
 /** Mints the token a grant allows. */

@@ -1,5 +1,5 @@
 import type { z } from 'zod';
-import type { AttributeExtractor, SubjectValidator, TokenIssuer } from './contracts.js';
+import type { AttributeExtractor, ClientAssertionVerifier, SubjectValidator, TokenIssuer } from './contracts.js';
 import type { Token, TokenValue } from './tokens.js';
 
 /** Deps a plugin asks for: its own names mapped to SDK tokens. */
@@ -12,6 +12,7 @@ export interface PluginProvides {
   readonly validators?: readonly SubjectValidator[];
   readonly issuers?: readonly TokenIssuer[];
   readonly attributeExtractors?: readonly AttributeExtractor[];
+  readonly clientAssertionVerifiers?: readonly ClientAssertionVerifier[];
   /** Releases what `init` opened (timers, sockets). Called once when the broker closes. */
   readonly close?: () => void | Promise<void>;
 }

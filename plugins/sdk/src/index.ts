@@ -1,6 +1,7 @@
 export type {
   AttributeExtractor,
   AuthenticatedClient,
+  ClientAssertionVerifier,
   ClientAuthMethod,
   Grant,
   IdentityAttributes,
@@ -50,13 +51,16 @@ export { isCompactJws } from './compact-jws.js';
 export type { PluginDefinition, PluginDeps, PluginInitArgs, PluginProvides, ResolvedDeps } from './define-plugin.js';
 export {
   CLIENT_ASSERTION_TYPE_JWT_BEARER,
+  CLIENT_ASSERTION_TYPE_JWT_SPIFFE,
   GRANT_TYPE_CLIENT_CREDENTIALS,
   GRANT_TYPE_JWT_BEARER,
   GRANT_TYPE_TOKEN_EXCHANGE,
   TOKEN_TYPE_ACCESS_TOKEN,
   TOKEN_TYPE_ID_TOKEN,
   TOKEN_TYPE_JWT,
+  TOKEN_TYPE_JWT_SVID,
   TOKEN_TYPE_REFRESH_TOKEN,
+  TOKEN_TYPE_STARFLY_SPIFFE_SVID,
 } from './token-types.js';
 /** Version of the plugin API this SDK describes; plugins declare a range over it. */
 export const PLUGIN_API_VERSION = '1.0.0';

@@ -24,6 +24,8 @@ export interface IssuerFixture {
    * granted `audiences`. Issued tokens must verify with it.
    */
   roundTrip(broker: BrokerAddress, audiences: readonly string[]): { readonly plugin: PluginUnderTest; readonly tokenType: TokenTypeUrn };
+  /** `grant.parameters` as policy would fill them for this issuer (e.g. SPIRE selectors). Default none. */
+  readonly parameters?: Grant['parameters'];
   /** The subject the issued token names for `grant` (default: the grant's subject). */
   expectedSubject?(grant: Grant): string;
   /** Scopes carried by the issued token, read from its verified identity (default: the space-separated `scope` claim). */
@@ -75,6 +77,7 @@ export function describeIssuerContract(name: string, setup: () => Promise<Issuer
         lifetimeSeconds: 120,
         tokenType: fixture.tokenType,
         ruleId: 'contract',
+        parameters: fixture.parameters ?? {},
         ...overrides,
       };
     };
