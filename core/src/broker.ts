@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 
 import type Koa from 'koa';
 import { container as rootContainer, type DependencyContainer } from 'tsyringe';
-import { tokens, type BrokerInfo, type ClientAssertionVerifier, type Clock, type Logger, type ReplayStore, type Token } from '@tessera/plugin-sdk';
+import { tokens, TOKEN_TYPE_JWT_SVID, type BrokerInfo, type ClientAssertionVerifier, type Clock, type Logger, type ReplayStore, type Token } from '@tessera/plugin-sdk';
 import { PinoAuditSink, type AuditSink } from './audit/audit-log.js';
 import { systemClock } from './clock.js';
 import { ConfigError, type Locator } from './config/errors.js';
@@ -105,6 +105,18 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions 
   }
 }
 
+/** A door that could never answer is a config error, not a stream of failed requests. */
+function checkFrontDoors(config: BrokerConfig, issuers: IssuerRegistry, authenticator: ClientAuthenticator): void {
+  const door = config.endpoints.spiffeExchange;
+  if (!door.enabled) return;
+  const problems: string[] = [];
+  if (!issuers.get(TOKEN_TYPE_JWT_SVID)) problems.push(`endpoints.spiffeExchange: no issuer plugin handles ${TOKEN_TYPE_JWT_SVID} (e.g. @tessera/plugin-spire-jwt-svid)`);
+  if (door.publicClient !== undefined && authenticator.clientConfig(door.publicClient)?.auth.method !== 'none') {
+    problems.push(`endpoints.spiffeExchange.publicClient: "${door.publicClient}" is not a configured client with auth method none`);
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+}
+
 interface Assembly {
   readonly container: DependencyContainer;
   readonly closers: (() => void | Promise<void>)[];
@@ -191,6 +203,7 @@ async function assemble(config: BrokerConfig, options: BrokerOptions & { baseDir
   // Resolve eagerly so config errors (bad client keys, bad hashes, bad rule defaults) stop startup, not the first request.
   resolve(container, coreTokens.policy);
   const authenticator = resolve(container, coreTokens.clientAuthenticator);
+  checkFrontDoors(config, issuers, authenticator);
   const unverifiable = authenticator.requiredAssertionTypes().filter((type) => !assertionVerifiers.has(type));
   if (unverifiable.length > 0) throw new ConfigError([`clients: no plugin verifies client assertions of type ${unverifiable.join(', ')} (spiffe_jwt clients need @tessera/plugin-spiffe)`]);
   const grantTypes = [...new Set(config.clients.flatMap((client) => client.grantTypes))].map((name) => GRANT_TYPE_URIS[name]);

@@ -12,7 +12,7 @@ export interface AuditIdentity {
 export interface AuditRecord {
   readonly event: 'token';
   /** Front door the request came through (`token` = the OAuth token endpoint). */
-  readonly endpoint: 'token' | 'json-exchange';
+  readonly endpoint: 'token' | 'json-exchange' | 'spiffe-exchange';
   readonly decision: 'allow' | 'deny';
   readonly requestId: string;
   readonly grantType?: string;

@@ -208,6 +208,20 @@ export const brokerConfigSchema = z
           .strict()
           .default({ enabled: false, path: '/v1/exchange/token' })
           .describe('Starfly-compatible token exchange: the RFC 8693 parameters as a JSON body'),
+        spiffeExchange: z
+          .object({
+            enabled: z.boolean().default(false),
+            path: endpointPath.default('/spiffe/exchange'),
+            subjectTokenType: tokenTypeUrn.default('urn:ietf:params:oauth:token-type:jwt').describe('How the posted token is validated, unless the body names subject_token_type'),
+            publicClient: z
+              .string()
+              .min(1)
+              .optional()
+              .describe('Client (auth method none) a request without client credentials acts as; without it, client authentication is required'),
+          })
+          .strict()
+          .default({ enabled: false, path: '/spiffe/exchange', subjectTokenType: 'urn:ietf:params:oauth:token-type:jwt' })
+          .describe('SPIFFE exchange: {"token", "audience"} in, {"jwt_svid", "spiffe_id", "expires_at"} out'),
         metrics: z
           .object({ enabled: z.boolean().default(true), path: endpointPath.default('/metrics') })
           .strict()
@@ -218,12 +232,17 @@ export const brokerConfigSchema = z
       .refine(
         (endpoints) => {
           const taken = ['/token', '/keys', '/healthz'];
-          const paths = [endpoints.jsonExchange.path, endpoints.metrics.path];
+          const paths = [endpoints.jsonExchange.path, endpoints.spiffeExchange.path, endpoints.metrics.path];
           return new Set([...taken, ...paths]).size === taken.length + paths.length;
         },
         { message: 'endpoint paths must differ from each other and from /token, /keys, /healthz' },
       )
-      .default({ token: { enabled: true }, jsonExchange: { enabled: false, path: '/v1/exchange/token' }, metrics: { enabled: true, path: '/metrics' } })
+      .default({
+        token: { enabled: true },
+        jsonExchange: { enabled: false, path: '/v1/exchange/token' },
+        spiffeExchange: { enabled: false, path: '/spiffe/exchange', subjectTokenType: 'urn:ietf:params:oauth:token-type:jwt' },
+        metrics: { enabled: true, path: '/metrics' },
+      })
       .describe('Front doors; every exchange endpoint runs the same pipeline, policy and audit'),
     limits: z
       .object({

@@ -5,7 +5,9 @@ import type { Context } from 'koa';
 import { GRANT_TYPE_TOKEN_EXCHANGE, InvalidRequest, UnsupportedGrantType, type KeyRing, type Logger } from '@tessera/plugin-sdk';
 import type { BrokerConfig } from '../config/schema.js';
 import type { PromMetrics } from '../metrics.js';
-import type { TokenEndpoint } from '../oauth/token-endpoint.js';
+import type { FrontDoor, TokenEndpoint } from '../oauth/token-endpoint.js';
+import type { TokenResponse } from '../oauth/token-response.js';
+import { spiffeExchangeParameters, spiffeExchangeResponse } from './spiffe-exchange.js';
 import { tokenRequestFrom } from '../oauth/request.js';
 import { readFormBody } from './form-body.js';
 import { readJsonParameters } from './json-body.js';
@@ -31,21 +33,24 @@ export function createHttpApp(deps: HttpAppDeps): Koa {
   const router = new Router();
 
   /** Method check and body parsing run inside the audited scope, so transport refusals are audited too. */
-  const frontDoor = (via: 'token' | 'json-exchange', read: (ctx: Context) => Promise<Map<string, string[]>>) => async (ctx: Context) => {
-    ctx.set('Cache-Control', 'no-store');
-    ctx.set('Pragma', 'no-cache');
-    ctx.body = await deps.tokenEndpoint.handle(
-      async () => {
-        if (ctx.method !== 'POST') {
-          ctx.set('Allow', 'POST');
-          throw new InvalidRequest('method not allowed', { status: 405, detail: `method ${ctx.method.slice(0, 16)}` });
-        }
-        return tokenRequestFrom(await read(ctx), ctx.get('authorization') || undefined);
-      },
-      ctx.state.requestId as string,
-      via,
-    );
-  };
+  const frontDoor =
+    (via: FrontDoor, read: (ctx: Context) => Promise<Map<string, string[]>>, present: (response: TokenResponse) => object = (response) => response) =>
+    async (ctx: Context) => {
+      ctx.set('Cache-Control', 'no-store');
+      ctx.set('Pragma', 'no-cache');
+      const response = await deps.tokenEndpoint.handle(
+        async () => {
+          if (ctx.method !== 'POST') {
+            ctx.set('Allow', 'POST');
+            throw new InvalidRequest('method not allowed', { status: 405, detail: `method ${ctx.method.slice(0, 16)}` });
+          }
+          return tokenRequestFrom(await read(ctx), ctx.get('authorization') || undefined, { brokerAudienceOnly: via === 'spiffe-exchange' });
+        },
+        ctx.state.requestId as string,
+        via,
+      );
+      ctx.body = present(response);
+    };
 
   if (deps.endpoints.token.enabled) {
     router.all(`${base}/token`, frontDoor('token', (ctx) => readFormBody(ctx, deps.maxBodyBytes)));
@@ -66,6 +71,17 @@ export function createHttpApp(deps: HttpAppDeps): Koa {
         else if (grantType !== GRANT_TYPE_TOKEN_EXCHANGE) throw new UnsupportedGrantType(undefined, { detail: 'json exchange: grant_type' });
         return parameters;
       }),
+    );
+  }
+  const spiffe = deps.endpoints.spiffeExchange;
+  if (spiffe.enabled) {
+    router.all(
+      `${base}${spiffe.path}`,
+      frontDoor(
+        'spiffe-exchange',
+        async (ctx) => spiffeExchangeParameters(await readJsonParameters(ctx, deps.maxBodyBytes), spiffe, ctx.get('authorization') !== ''),
+        spiffeExchangeResponse,
+      ),
     );
   }
   if (deps.endpoints.metrics.enabled) {

@@ -74,7 +74,7 @@ export class ExchangePipeline {
   constructor(private readonly deps: PipelineDeps) {}
 
   /** Runs the validator registered for `tokenType`, mapping every failure to the error the role calls for. */
-  async validate(token: string, tokenType: string, role: ValidationRole): Promise<VerifiedIdentity> {
+  async validate(token: string, tokenType: string, role: ValidationRole, options: { brokerAudienceOnly?: boolean } = {}): Promise<VerifiedIdentity> {
     const validator = this.deps.validators.get(tokenType);
     if (!validator) {
       if (role === 'assertion') throw new InvalidGrant('assertion type is not supported', { detail: 'no validator for jwt' });
@@ -94,6 +94,7 @@ export class ExchangePipeline {
       tokenEndpoint: this.deps.broker.tokenEndpoint,
       now: this.deps.clock.now(),
       signal: budget,
+      ...(options.brokerAudienceOnly ? { brokerAudienceOnly: true } : {}),
     };
     try {
       const identity = await Promise.race([validator.validate(token, ctx), timedOut]);

@@ -7,12 +7,19 @@ export interface TokenRequest {
   getAll(name: string): readonly string[];
   /** The raw `Authorization` header, if any. */
   readonly authorization: string | undefined;
+  /** Subject and actor tokens must name this broker itself (the SPIFFE exchange door). */
+  readonly brokerAudienceOnly?: boolean;
 }
 
-export function tokenRequestFrom(parameters: ReadonlyMap<string, readonly string[]>, authorization?: string): TokenRequest {
+export function tokenRequestFrom(
+  parameters: ReadonlyMap<string, readonly string[]>,
+  authorization?: string,
+  options: { brokerAudienceOnly?: boolean } = {},
+): TokenRequest {
   return {
     get: (name) => parameters.get(name)?.[0],
     getAll: (name) => parameters.get(name) ?? [],
     authorization,
+    ...(options.brokerAudienceOnly ? { brokerAudienceOnly: true } : {}),
   };
 }

@@ -43,7 +43,7 @@ export interface TokenEndpointDeps {
 }
 
 /** Which front door a request came through, for audit and metrics. */
-export type FrontDoor = 'token' | 'json-exchange';
+export type FrontDoor = 'token' | 'json-exchange' | 'spiffe-exchange';
 
 /** The token endpoint without HTTP: grant_type → client auth → grant handler, one audit record per call. */
 export class TokenEndpoint {

@@ -26,9 +26,10 @@ export async function tokenExchange(
     throw new InvalidRequest('actor_token and actor_token_type must be sent together', { detail: 'actor parameters mismatch' });
   }
 
-  trace.subject = await pipeline.validate(subjectToken, subjectTokenType, 'subject');
+  const audience = { brokerAudienceOnly: request.brokerAudienceOnly === true };
+  trace.subject = await pipeline.validate(subjectToken, subjectTokenType, 'subject', audience);
   if (actorToken !== undefined && actorTokenType !== undefined) {
-    trace.actor = await pipeline.validate(actorToken, actorTokenType, 'actor');
+    trace.actor = await pipeline.validate(actorToken, actorTokenType, 'actor', audience);
     // Delegation semantics (act nesting, may_act) are not implemented yet: never drop an actor silently.
     throw new InvalidRequest('delegation with actor_token is not enabled', { detail: 'delegation_not_supported' });
   }

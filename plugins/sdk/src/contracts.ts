@@ -38,6 +38,11 @@ export interface ValidationContext {
   readonly now: Date;
   /** Aborted when the broker's validation time budget is spent. Pass it to any I/O. */
   readonly signal: AbortSignal;
+  /**
+   * Only `brokerIssuer` and `tokenEndpoint` are acceptable audiences: ignore any extra audiences the
+   * plugin was configured to accept (set by the SPIFFE exchange door).
+   */
+  readonly brokerAudienceOnly?: boolean;
 }
 
 /**

@@ -123,7 +123,7 @@ export class JwtVerifier {
       // `jwk`, `jku`, `x5u`, `x5c` headers are never consulted: keys come only from the issuer's JWKS.
       ({ payload } = await jwtVerify(token, keys, {
         issuer: trusted.issuer,
-        audience: [ctx.brokerIssuer, ctx.tokenEndpoint, ...trusted.allowedAudiences],
+        audience: [ctx.brokerIssuer, ctx.tokenEndpoint, ...(ctx.brokerAudienceOnly ? [] : trusted.allowedAudiences)],
         algorithms: trusted.algorithms,
         clockTolerance: trusted.clockSkewSeconds,
         currentDate: ctx.now,
