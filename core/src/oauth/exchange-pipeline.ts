@@ -98,7 +98,8 @@ export class ExchangePipeline {
     };
     try {
       const identity = await Promise.race([validator.validate(token, ctx), timedOut]);
-      if (identity.tokenType !== tokenType) throw new Error('validator returned an identity of another token type');
+      const fault = identityFault(identity, tokenType);
+      if (fault) throw new Error(`validator returned ${fault}`);
       return await Promise.race([this.#enrich(identity, ctx), timedOut]);
     } catch (error) {
       throw this.#roleError(error, role, tokenType);
@@ -111,10 +112,22 @@ export class ExchangePipeline {
     if (applicable.length === 0) return identity;
     const added: Record<string, string | readonly string[]> = {};
     for (const { plugin, extractor } of applicable) {
-      for (const [name, value] of Object.entries(await extractor.extract(identity, ctx))) {
+      let extracted: unknown;
+      try {
+        extracted = await extractor.extract(identity, ctx);
+      } catch (error) {
+        if (error instanceof OAuthError) throw error;
+        this.deps.log.error({ err: error, plugin }, 'attribute extractor plugin fault');
+        throw new ExtractorFault();
+      }
+      if (!isAttributeMap(extracted)) {
+        this.deps.log.error({ plugin }, 'attribute extractor returned something other than string attributes');
+        throw new ExtractorFault();
+      }
+      for (const [name, value] of Object.entries(extracted)) {
         if (Object.hasOwn(identity.attributes, name) || Object.hasOwn(added, name)) {
           this.deps.log.warn({ plugin, attribute: name }, 'attribute extractor tried to replace an existing attribute; ignored');
-        } else if (typeof value === 'string' || (Array.isArray(value) && value.every((item) => typeof item === 'string'))) {
+        } else {
           added[name] = value;
         }
       }
@@ -170,6 +183,7 @@ export class ExchangePipeline {
     if (error instanceof InvalidToken) detail = error.detail;
     else if (error instanceof OAuthError && error.status >= 500) return error; // upstream outage: a real 503
     else if (error instanceof OAuthError) detail = error.detail ?? error.code;
+    else if (error instanceof ExtractorFault) detail = 'attribute extractor plugin fault';
     else {
       // A validator that throws anything but an OAuthError has a bug; fail closed without a 5xx.
       this.deps.log.error({ err: error, plugin: this.deps.validators.pluginOf(tokenType), role }, 'validator plugin fault');
@@ -180,4 +194,25 @@ export class ExchangePipeline {
     if (role === 'actor') return InvalidRequest.actorToken(where);
     return new InvalidGrant(undefined, { detail: where });
   }
+}
+
+/** An extractor failed; already logged with its plugin's name. Refused like a validator fault. */
+class ExtractorFault extends Error {}
+
+/** Identities are plugin output: check their shape before policy reads them, so a plugin bug fails closed. */
+function identityFault(identity: unknown, tokenType: string): string | undefined {
+  if (typeof identity !== 'object' || identity === null) return 'no identity';
+  const { issuer, subject, audiences, expiresAt, claims, attributes, tokenType: type } = identity as Partial<VerifiedIdentity>;
+  if (type !== tokenType) return 'an identity of another token type';
+  if (typeof issuer !== 'string' || typeof subject !== 'string' || subject === '') return 'an identity without issuer or subject';
+  if (!Array.isArray(audiences) || !audiences.every((audience) => typeof audience === 'string')) return 'malformed audiences';
+  if (!(expiresAt instanceof Date) || Number.isNaN(expiresAt.getTime())) return 'a malformed expiry';
+  if (typeof claims !== 'object' || claims === null) return 'malformed claims';
+  if (!isAttributeMap(attributes)) return 'attributes that are not strings or lists of strings';
+  return undefined;
+}
+
+function isAttributeMap(value: unknown): value is Record<string, string | readonly string[]> {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;
+  return Object.values(value).every((item) => typeof item === 'string' || (Array.isArray(item) && item.every((entry) => typeof entry === 'string')));
 }
