@@ -65,6 +65,9 @@ describe('front doors', () => {
       [{ client_id: PUBLIC_CLIENT.id, subject_token: [token, token], subject_token_type: ID_TOKEN }, 400, 'invalid_request'],
       [{ client_id: PUBLIC_CLIENT.id, grant_type: 'client_credentials' }, 400, 'unsupported_grant_type'],
       [{ client_id: PUBLIC_CLIENT.id, subject_token: 'garbage', subject_token_type: ID_TOKEN, audience: API }, 400, 'invalid_request'],
+      // Repeated members: JSON.parse would keep the last one silently.
+      [`{"client_id":"${PUBLIC_CLIENT.id}","subject_token":"${token}","subject_token_type":"${ID_TOKEN}","audience":"${API}","subject_token":"x"}`, 400, 'invalid_request'],
+      [`{"client_id":"${PUBLIC_CLIENT.id}","client\\u005fid":"other"}`, 400, 'invalid_request'],
     ];
     for (const [body, status, error] of cases) {
       const before = running.audit.records.length;
@@ -97,7 +100,7 @@ describe('front doors', () => {
     });
     // A failing extractor fails closed like a validator fault: refused, never a 5xx.
     expect([failing.status, failing.body.error]).toEqual([400, 'invalid_request']);
-    expect(running.audit.records.at(-1)).toMatchObject({ reason: 'subject: validator plugin fault' });
+    expect(running.audit.records.at(-1)).toMatchObject({ reason: 'subject: attribute extractor plugin fault' });
   });
 
   it('serves only the doors that are enabled', async () => {
@@ -112,6 +115,11 @@ describe('front doors', () => {
   });
 
   it('counts requests per front door and outcome in Prometheus metrics, with no identities in labels', async () => {
+    const body = { client_id: PUBLIC_CLIENT.id, subject_token: await subjectToken(running), subject_token_type: ID_TOKEN, audience: API };
+    expect((await postJson(`${running.issuer}/v1/exchange/token`, body)).status).toBe(200);
+    expect((await postJson(`${running.issuer}/v1/exchange/token`, '{not json')).status).toBe(400);
+    const form = { grant_type: TOKEN_EXCHANGE, ...body };
+    expect((await postToken(running.tokenEndpoint, form)).status).toBe(200);
     const response = await fetch(`${running.issuer}/metrics`);
     expect(response.status).toBe(200);
     expect(response.headers.get('content-type')).toContain('text/plain');
