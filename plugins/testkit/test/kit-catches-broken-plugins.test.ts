@@ -13,8 +13,8 @@ interface JsonReport {
   testResults: { assertionResults: { fullName: string; status: string }[] }[];
 }
 
-/** The kit is only worth running if it fails plugins that are wrong: run it on two broken ones. */
-it('fails a validator that verifies nothing, and one that throws raw errors quoting the token', async () => {
+/** The kit is only worth running if it fails plugins that are wrong: run it on three broken ones. */
+it('fails a validator that verifies nothing, one that throws raw errors, and one whose errors quote the token', async () => {
   const root = fileURLToPath(new URL('..', import.meta.url));
   const output = join(await mkdtemp(join(tmpdir(), 'tessera-kit-')), 'report.json');
   const run = promisify(execFile)(process.execPath, [VITEST_BIN, 'run', '--config', 'test/broken/vitest.config.ts', '--reporter=json', `--outputFile=${output}`], { cwd: root });
@@ -32,5 +32,11 @@ it('fails a validator that verifies nothing, and one that throws raw errors quot
   expect(of('leaky', 'accepts a valid token and normalizes it into a JSON-safe identity')).toBe('passed');
   for (const test of ['refuses an expired token', 'refuses a token whose signature was tampered with', 'refuses garbage with InvalidToken, never a raw exception or a 5xx']) {
     expect(of('leaky', test), test).toBe('failed');
+  }
+
+  // Right error class, right status: only the leak check can catch this one.
+  expect(of('chatty', 'accepts a valid token and normalizes it into a JSON-safe identity')).toBe('passed');
+  for (const test of ['refuses an expired token', 'refuses a token whose signature was tampered with', 'refuses a token from an issuer it does not trust']) {
+    expect(of('chatty', test), test).toBe('failed');
   }
 }, 60_000);

@@ -101,8 +101,7 @@ export function describeValidatorContract(
       expect(error, 'validator accepted a token it must refuse').toBeDefined();
       expect(error, 'validators reject with InvalidToken, never a raw exception').toBeInstanceOf(InvalidToken);
       if (reasons) expect(reasons).toContain((error as InvalidToken).reason);
-      const oauth = error as OAuthError;
-      expect(leakedFragments(token, [oauth.message, oauth.description ?? '', oauth.detail ?? ''])).toEqual([]);
+      expect(leakedFragments(token, errorTexts(error))).toEqual([]);
 
       const auditedBefore = running.audit.records.length;
       const response = await exchange(token);
@@ -148,8 +147,11 @@ export function describeValidatorContract(
           (caught: unknown) => caught,
         );
         expect(error, `accepted garbage ${JSON.stringify(garbage.slice(0, 40))}`).toBeInstanceOf(InvalidToken);
+        const auditedBefore = running.audit.records.length;
         const response = await exchange(garbage);
         expect(response.status, `garbage ${JSON.stringify(garbage.slice(0, 40))}`).toBeLessThan(500);
+        const texts = [...errorTexts(error), response.text, JSON.stringify(running.audit.records.slice(auditedBefore))];
+        expect(leakedFragments(garbage, texts), `garbage ${JSON.stringify(garbage.slice(0, 40))}`).toEqual([]);
       }
     });
 
@@ -193,6 +195,17 @@ export function describeValidatorContract(
       }
     });
   });
+}
+
+/** Everything an error could carry to a log or a client: message, description, detail, and its causes. */
+function errorTexts(error: unknown): string[] {
+  const texts: string[] = [];
+  for (let current = error, depth = 0; current !== undefined && current !== null && depth < 8; depth++) {
+    const { message, description, detail, cause } = current as Partial<OAuthError> & { cause?: unknown };
+    texts.push(String(message ?? current), description ?? '', detail ?? '');
+    current = cause;
+  }
+  return texts;
 }
 
 function expectIdentityShape(identity: VerifiedIdentity, tokenType: TokenTypeUrn): void {

@@ -3,7 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { LoopbackIssuer } from '../../src/index.js';
 import { describeValidatorContract } from '../../src/contract/index.js';
 
-for (const name of ['lenient', 'leaky'] as const) {
+for (const name of ['lenient', 'leaky', 'chatty'] as const) {
   describeValidatorContract(name, async () => {
     const idp = await LoopbackIssuer.start();
     const stranger = await LoopbackIssuer.start();
