@@ -5,7 +5,6 @@ import {
   InvalidToken,
   JwtVerifier,
   tokens,
-  type IdentityAttributes,
   type SubjectValidator,
   type TokenTypeUrn,
   type ValidationContext,
@@ -46,6 +45,10 @@ export const githubActionsConfigSchema = z
       .array(z.string().min(1))
       .min(1)
       .describe('Repository owners (organizations or users) whose workflows may present tokens. Anyone can mint a GitHub token, so this is required'),
+    ownerIds: z
+      .array(z.string().regex(/^\d+$/, 'must be a numeric GitHub account id'))
+      .optional()
+      .describe('Also require repository_owner_id to be one of these: names can be renamed and re-registered, ids cannot'),
     allowedAudiences: z.array(z.string().min(1)).default([]).describe('Audiences accepted besides the broker issuer and token endpoint'),
     tokenTypes: z
       .array(z.string().regex(/^urn:\S+$/, 'must be a urn:'))
@@ -62,6 +65,7 @@ export type GithubActionsConfig = z.output<typeof githubActionsConfigSchema>;
 export class GithubActionsValidator implements SubjectValidator {
   readonly tokenTypes: readonly TokenTypeUrn[];
   readonly #owners: ReadonlySet<string>;
+  readonly #ownerIds: ReadonlySet<string> | undefined;
 
   constructor(
     config: GithubActionsConfig,
@@ -70,19 +74,16 @@ export class GithubActionsValidator implements SubjectValidator {
     this.tokenTypes = config.tokenTypes as TokenTypeUrn[];
     // GitHub owner names are case-insensitive.
     this.#owners = new Set(config.owners.map((owner) => owner.toLowerCase()));
+    this.#ownerIds = config.ownerIds ? new Set(config.ownerIds) : undefined;
   }
 
   async validate(token: string, ctx: ValidationContext): Promise<VerifiedIdentity> {
     const { identity, payload } = await this.verifier.verify(token, ctx);
     const owner = payload.repository_owner;
     if (typeof owner !== 'string' || !this.#owners.has(owner.toLowerCase())) throw new InvalidToken('claims', 'repository_owner not allowed');
+    if (this.#ownerIds && !this.#ownerIds.has(String(payload.repository_owner_id))) throw new InvalidToken('claims', 'repository_owner_id not allowed');
     if (typeof payload.repository !== 'string') throw new InvalidToken('claims', 'repository');
-    const attributes: Record<string, string> = {};
-    for (const claim of GITHUB_CLAIMS) {
-      const value = payload[claim];
-      if (typeof value === 'string' || typeof value === 'number') attributes[`github.${claim}`] = String(value);
-    }
-    return { ...identity, attributes: attributes satisfies IdentityAttributes };
+    return identity;
   }
 }
 
@@ -105,14 +106,14 @@ export default definePlugin({
             clockSkewSeconds: config.clockSkewSeconds,
             // GitHub's tokens live minutes; anything claiming a day is not one of them.
             maxTokenLifetimeSeconds: 3_600,
-            attributes: {},
+            attributes: Object.fromEntries(GITHUB_CLAIMS.map((claim) => [`github.${claim}`, claim])),
           },
         ],
       },
       deps,
     );
     const [warmed] = await verifier.warm();
-    if (!warmed?.ok) deps.log.warn({ plugin: 'github-actions', issuer: config.issuer }, 'GitHub OIDC keys not reachable at startup; will retry on first token');
+    if (!warmed?.ok) deps.log.warn({ plugin: 'github-actions', issuer: config.issuer, reason: warmed?.reason }, 'GitHub OIDC keys not reachable at startup; will retry on first token');
     return { validators: [new GithubActionsValidator(config, verifier)] };
   },
 });

@@ -80,6 +80,31 @@ describe('GitHub Actions tokens under policy', () => {
     expect(running.audit.records.at(-1)).toMatchObject({ decision: 'deny', reason: 'subject: claims: repository_owner not allowed' });
   });
 
+  it('pins owners by id when ownerIds is set, so a re-registered owner name is not enough', async () => {
+    const pinned = await startContractBroker(() => ({
+      plugins: [
+        { use: '@tessera/plugin-github-actions', config: { issuer: github.issuer, owners: ['octo-org'], ownerIds: ['65'] } },
+        { use: '@tessera/plugin-access-token' },
+      ],
+      rules: [{ id: 'any', grant: { audiences: ['https://deploy.example.test'] } }],
+    }));
+    try {
+      const post = async (overrides: Record<string, unknown>) =>
+        pinned.post({
+          grant_type: GRANT_TYPE_TOKEN_EXCHANGE,
+          subject_token: await mintWorkflowToken(github, pinned.issuer, overrides),
+          subject_token_type: TOKEN_TYPE_GITHUB_ACTIONS,
+          audience: 'https://deploy.example.test',
+        });
+      expect((await post({})).status).toBe(200);
+      const squatted = await post({ repository_owner_id: '9001' });
+      expect(squatted.status).toBe(400);
+      expect(pinned.audit.records.at(-1)).toMatchObject({ reason: 'subject: claims: repository_owner_id not allowed' });
+    } finally {
+      await pinned.close();
+    }
+  });
+
   it('requires an owner allow-list in config', () => {
     expect(githubActionsConfigSchema.safeParse({}).success).toBe(false);
     expect(githubActionsConfigSchema.safeParse({ owners: [] }).success).toBe(false);

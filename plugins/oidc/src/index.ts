@@ -57,8 +57,8 @@ export default definePlugin({
   deps: { jwks: tokens.jwksCache, http: tokens.httpFetcher, log: tokens.logger },
   async init({ config, deps }) {
     const verifier = new JwtVerifier(config, deps);
-    for (const { issuer, ok } of await verifier.warm()) {
-      if (!ok) deps.log.warn({ plugin: 'oidc', issuer }, 'issuer keys not reachable at startup; will retry on first token');
+    for (const { issuer, ok, reason } of await verifier.warm()) {
+      if (!ok) deps.log.warn({ plugin: 'oidc', issuer, reason }, 'issuer keys not reachable at startup; will retry on first token');
     }
     return { validators: [new OidcValidator(config, verifier)] };
   },

@@ -82,16 +82,20 @@ export class JwtVerifier {
     return [...this.#issuers.values()];
   }
 
-  /** Fetches every issuer's keys once; failures are reported, not thrown: the issuer may come up later. */
-  async warm(): Promise<{ issuer: string; ok: boolean }[]> {
+  /**
+   * Fetches every issuer's keys once; failures are reported, not thrown: the issuer may come up later.
+   * `reason` says why discovery failed (a JWKS failure is logged by the JWKS cache itself).
+   */
+  async warm(): Promise<{ issuer: string; ok: boolean; reason?: string }[]> {
     return Promise.all(
       this.issuers.map(async (issuer) => {
         try {
           return { issuer: issuer.issuer, ok: await this.deps.jwks.warm(await this.#jwksUriOf(issuer)) };
-        } catch {
+        } catch (error) {
           // Best effort: a failed warm-up must not hold back the first real token with a backoff.
           this.#discoveries.delete(issuer.issuer);
-          return { issuer: issuer.issuer, ok: false };
+          const cause = (error as { cause?: unknown }).cause;
+          return { issuer: issuer.issuer, ok: false, reason: cause instanceof Error ? cause.message : (error as OAuthError).detail ?? String(error) };
         }
       }),
     );
