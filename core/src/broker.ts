@@ -21,7 +21,7 @@ import { createLogger } from './logging.js';
 import { ClientAuthenticator } from './oauth/client-auth.js';
 import { ExchangePipeline } from './oauth/exchange-pipeline.js';
 import { InMemoryReplayStore } from './oauth/replay-store.js';
-import { GRANT_TYPE_URIS, TokenEndpoint } from './oauth/token-endpoint.js';
+import { GRANT_TYPE_URIS, TOKEN_ENDPOINT_METRICS, TokenEndpoint } from './oauth/token-endpoint.js';
 import { initPlugins, resolvePlugins, type LoadedPlugin } from './plugins/loader.js';
 import { IssuerRegistry, ValidatorRegistry } from './plugins/registry.js';
 import { PolicyEngine } from './policy/policy-engine.js';
@@ -93,7 +93,7 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions 
   provideValue(container, tokens.replayStore, options.replayStore ?? new InMemoryReplayStore(clock));
   provideValue(container, tokens.brokerInfo, { issuer: info.issuer, tokenEndpoint: info.tokenEndpoint });
   const metrics = new PromMetrics();
-  provideValue(container, tokens.metrics, metrics);
+  provideValue(container, tokens.metrics, metrics.forPlugins(TOKEN_ENDPOINT_METRICS));
 
   try {
     const plugins = await initPlugins(resolved, container, (close) => closers.push(close));
@@ -196,7 +196,7 @@ async function assemble(config: BrokerConfig, options: BrokerOptions & { baseDir
         clock: resolve(c, tokens.clock),
         log: resolve(c, tokens.logger),
         broker: resolve(c, tokens.brokerInfo),
-        metrics: resolve(c, tokens.metrics),
+        metrics,
       }),
   );
 

@@ -26,6 +26,17 @@ export class PromMetrics implements Metrics {
     });
   }
 
+  /** The view plugins get: the same registry, but core's own metric names are off limits. */
+  forPlugins(reserved: readonly string[]): Metrics {
+    const check = (name: string) => {
+      if (reserved.includes(name)) throw new TypeError(`metric ${name} belongs to the broker`);
+    };
+    return {
+      counter: (name, help, labelNames) => (check(name), this.counter(name, help, labelNames)),
+      histogram: (name, help, labelNames, buckets) => (check(name), this.histogram(name, help, labelNames, buckets)),
+    };
+  }
+
   /** Prometheus text exposition format. */
   async exposition(): Promise<{ contentType: string; body: string }> {
     return { contentType: this.registry.contentType, body: await this.registry.metrics() };

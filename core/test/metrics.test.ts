@@ -25,3 +25,13 @@ describe('PromMetrics', () => {
     expect(() => metrics.histogram('tessera_Bad-Name', 'x')).toThrow(/must match/);
   });
 });
+
+describe('the plugin view', () => {
+  it('shares the registry but keeps the broker’s own metric names', async () => {
+    const metrics = new PromMetrics();
+    const view = metrics.forPlugins(['tessera_token_requests_total']);
+    expect(() => view.counter('tessera_token_requests_total', 'x', ['endpoint'])).toThrow(/belongs to the broker/);
+    view.counter('tessera_plugin_calls_total', 'Calls').inc();
+    expect((await metrics.exposition()).body).toContain('tessera_plugin_calls_total 1');
+  });
+});

@@ -43,6 +43,9 @@ export interface TokenEndpointDeps {
 }
 
 /** Which front door a request came through, for audit and metrics. */
+/** Metric names the token endpoint owns; plugins may not register them. */
+export const TOKEN_ENDPOINT_METRICS = ['tessera_token_requests_total', 'tessera_token_request_duration_seconds'] as const;
+
 export type FrontDoor = 'token' | 'json-exchange' | 'spiffe-exchange';
 
 /** The token endpoint without HTTP: grant_type → client auth → grant handler, one audit record per call. */
@@ -51,8 +54,8 @@ export class TokenEndpoint {
   readonly #latency: Histogram;
 
   constructor(private readonly deps: TokenEndpointDeps) {
-    this.#requests = deps.metrics.counter('tessera_token_requests_total', 'Token requests by front door, grant type and outcome', ['endpoint', 'grant_type', 'outcome']);
-    this.#latency = deps.metrics.histogram('tessera_token_request_duration_seconds', 'Token request latency by front door and outcome', ['endpoint', 'outcome']);
+    this.#requests = deps.metrics.counter(TOKEN_ENDPOINT_METRICS[0], 'Token requests by front door, grant type and outcome', ['endpoint', 'grant_type', 'outcome']);
+    this.#latency = deps.metrics.histogram(TOKEN_ENDPOINT_METRICS[1], 'Token request latency by front door and outcome', ['endpoint', 'outcome']);
   }
 
   /**
