@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -74,9 +75,15 @@ describe('${file:PATH} references', () => {
     expect(error.problems).toEqual([
       `${base}:2: dataDir: \${file:big}: ${join(dir, 'big')} is larger than 64 KiB`,
       `${base}:3: log.level: \${file:binary}: ${join(dir, 'binary')} is not UTF-8 text`,
-      `${base}:4: audit.destination.file: \${file:folder}: cannot read ${join(dir, 'folder')} (EISDIR)`,
+      `${base}:4: audit.destination.file: \${file:folder}: ${join(dir, 'folder')} is not a regular file`,
     ]);
     expect(error.message).not.toContain('SECRET');
+  });
+
+  it('refuses a FIFO at once instead of waiting for a writer', async () => {
+    execFileSync('mkfifo', [join(dir, 'pipe')]);
+    const base = await write('broker.yaml', lines('issuer: https://broker.example', 'dataDir: ${file:pipe}'));
+    expect((await loadError([base])).problems).toEqual([`${base}:2: dataDir: \${file:pipe}: ${join(dir, 'pipe')} is not a regular file`]);
   });
 
   it('keeps $${file:x} literal and never reads a file named by an environment value', async () => {

@@ -1,4 +1,4 @@
-import { closeSync, openSync, readSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { dirname, extname, join, resolve } from 'node:path';
 import { isNode, LineCounter, parseDocument } from 'yaml';
@@ -238,8 +238,10 @@ function readReferencedFile(path: string, dir: string): { content: string } | { 
   const buffer = Buffer.alloc(FILE_REFERENCE_MAX_BYTES + 1);
   let length = 0;
   try {
-    const fd = openSync(absolute, 'r');
+    // Non-blocking open, then a regular-file check: a FIFO or device would otherwise hang or stream forever.
+    const fd = openSync(absolute, constants.O_RDONLY | constants.O_NONBLOCK);
     try {
+      if (!fstatSync(fd).isFile()) return { problem: `${absolute} is not a regular file` };
       while (length < buffer.length) {
         const read = readSync(fd, buffer, length, buffer.length - length, null);
         if (read === 0) break;

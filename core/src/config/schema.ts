@@ -84,7 +84,10 @@ const ruleSchema = z
         subjects: z.array(pattern).optional().describe('Subject of the subject token'),
         requestedTokenTypes: z.array(tokenTypeUrn).optional(),
         attributes: z
-          .record(z.string().min(1), z.union([pattern, z.array(pattern).min(1)]))
+          .record(
+            z.string().min(1).refine((name) => !['__proto__', 'constructor', 'prototype'].includes(name), 'is not an attribute name'),
+            z.union([pattern, z.array(pattern).min(1)]),
+          )
           .optional()
           .describe('Subject identity attributes (as the validator plugin names them): each must be present and match one pattern'),
       })
@@ -232,7 +235,8 @@ export const brokerConfigSchema = z
       .refine(
         (endpoints) => {
           const taken = ['/token', '/keys', '/healthz'];
-          const paths = [endpoints.jsonExchange.path, endpoints.spiffeExchange.path, endpoints.metrics.path];
+          // Routes match case-insensitively, so /Token would shadow /token.
+          const paths = [endpoints.jsonExchange.path, endpoints.spiffeExchange.path, endpoints.metrics.path].map((path) => path.toLowerCase());
           return new Set([...taken, ...paths]).size === taken.length + paths.length;
         },
         { message: 'endpoint paths must differ from each other and from /token, /keys, /healthz' },

@@ -153,9 +153,9 @@ export class GuardedFetcher implements HttpFetcher {
     this.#http = new Agent({ connect: { lookup: this.#lookup('http:') } });
   }
 
-  /** Drops pooled connections, so a stopping broker leaves no sockets holding the process open. */
+  /** Drops every connection, in flight or pooled: a stopping broker must not wait out a slow upstream. */
   async close(): Promise<void> {
-    await Promise.all([this.#https.close(), this.#http.close()]);
+    await Promise.all([this.#https.destroy(), this.#http.destroy()]);
   }
 
   async getJson(target: string, options: FetchJsonOptions = {}): Promise<unknown> {
