@@ -1,4 +1,11 @@
 import { configDefaults, defineConfig } from 'vitest/config';
 
-// test/examples/* are workspace packages with their own test runs.
-export default defineConfig({ test: { exclude: [...configDefaults.exclude, 'examples/**'] } });
+export default defineConfig({
+  test: {
+    // test/examples/* are workspace packages with their own test runs.
+    exclude: [...configDefaults.exclude, 'examples/**'],
+    // Several files spawn the CLI or start brokers; on a loaded 2-core CI machine 5 s is too tight.
+    testTimeout: 20_000,
+    hookTimeout: 60_000,
+  },
+});

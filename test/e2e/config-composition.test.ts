@@ -129,15 +129,20 @@ describe('tessera serve', () => {
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     let stderr = '';
-    await new Promise<void>((started, failed) => {
-      child.stderr.on('data', (chunk: Buffer) => {
-        stderr += chunk.toString();
-        if (stderr.includes('tessera listening on')) started();
+    try {
+      await new Promise<void>((started, failed) => {
+        child.stderr.on('data', (chunk: Buffer) => {
+          stderr += chunk.toString();
+          if (stderr.includes('tessera listening on')) started();
+        });
+        child.once('exit', (code) => failed(new Error(`exited ${code}: ${stderr}`)));
       });
-      child.once('exit', (code) => failed(new Error(`exited ${code}: ${stderr}`)));
-    });
-    const exited = new Promise<number | null>((done) => child.once('exit', done));
-    child.kill('SIGTERM');
-    expect(await exited).toBe(0);
+      const exited = new Promise<number | null>((done) => child.once('exit', done));
+      child.kill('SIGTERM');
+      expect(await exited).toBe(0);
+    } finally {
+      // A failed assertion must not leave a broker running after the test.
+      if (child.exitCode === null) child.kill('SIGKILL');
+    }
   });
 });
