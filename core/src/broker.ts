@@ -96,7 +96,7 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions 
   provideValue(container, tokens.metrics, metrics.forPlugins(TOKEN_ENDPOINT_METRICS));
 
   try {
-    const plugins = await initPlugins(resolved, container, (close) => closers.push(close));
+    const plugins = await initPlugins(resolved, container, (close) => closers.push(close), baseDir);
     return await assemble(config, { ...options, baseDir }, { container, closers, log, info, keyRing, metrics, plugins });
   } catch (error) {
     // Startup failed after plugins opened resources: release them before reporting.

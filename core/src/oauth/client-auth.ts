@@ -236,7 +236,7 @@ export class ClientAuthenticator {
       if (typeof identity.claims.jti !== 'string') throw new InvalidClient(undefined, { detail: 'client_auth: bad jti' });
       await this.#consumeJti(id, identity.claims.jti, exp);
     }
-    return { id, authMethod: PLUGIN_ASSERTION_METHODS[type] };
+    return { id, authMethod: PLUGIN_ASSERTION_METHODS[type], identity };
   }
 
   /** Long-lived assertions defeat replay protection: cap both the remaining and the declared lifetime. */

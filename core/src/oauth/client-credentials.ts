@@ -10,9 +10,13 @@ export const TOKEN_TYPE_CLIENT = 'urn:tessera:token-type:client';
 /** Upper bound for the lifetime of a client's own identity; policy's maxLifetimeSeconds is the real cap. */
 const CLIENT_IDENTITY_HORIZON_MS = 86_400_000;
 
+/** Client auth methods that prove a key: a shared secret is not a workload identity. */
+const KEY_PROOF_METHODS = new Set(['private_key_jwt', 'spiffe_jwt']);
+
 /**
- * RFC 6749 §4.4, restricted to clients that proved a key (JWT assertion): a shared secret is not a
- * workload identity, so secret-authenticated clients get `unauthorized_client`.
+ * RFC 6749 §4.4, restricted to clients that proved a key (a JWT assertion or a JWT-SVID):
+ * secret-authenticated and public clients get `unauthorized_client`. A workload that authenticated with
+ * a JWT-SVID is its own subject: its SPIFFE ID, trust domain and SVID expiry are what policy sees.
  */
 export async function clientCredentials(
   request: TokenRequest,
@@ -22,18 +26,21 @@ export async function clientCredentials(
   context: { readonly brokerIssuer: string; readonly now: Date },
 ): Promise<TokenResponse> {
   const { scopes, ...targets } = readTargetsAndScope(request, trace);
-  if (client.authMethod !== 'private_key_jwt') {
+  if (!KEY_PROOF_METHODS.has(client.authMethod)) {
     throw new UnauthorizedClient('client_credentials requires JWT client authentication', { detail: `client_credentials with ${client.authMethod}` });
   }
-  const subject: VerifiedIdentity = {
-    issuer: context.brokerIssuer,
-    subject: client.id,
-    audiences: [],
-    expiresAt: new Date(context.now.getTime() + CLIENT_IDENTITY_HORIZON_MS),
-    tokenType: TOKEN_TYPE_CLIENT,
-    claims: {},
-    attributes: { client_id: client.id },
-  };
+  const proven = client.identity;
+  const subject: VerifiedIdentity = proven
+    ? { ...proven, tokenType: TOKEN_TYPE_CLIENT, attributes: { ...proven.attributes, client_id: client.id } }
+    : {
+        issuer: context.brokerIssuer,
+        subject: client.id,
+        audiences: [],
+        expiresAt: new Date(context.now.getTime() + CLIENT_IDENTITY_HORIZON_MS),
+        tokenType: TOKEN_TYPE_CLIENT,
+        claims: {},
+        attributes: { client_id: client.id },
+      };
   trace.subject = subject;
   const { grant, issued } = await pipeline.exchange(
     { grantType: 'client_credentials', grantTypeUri: GRANT_TYPE_CLIENT_CREDENTIALS, client, subject, ...targets, scopes },

@@ -91,6 +91,7 @@ export async function initPlugins(
   resolved: readonly PluginEntryResult[],
   container: DependencyContainer,
   onClose: (close: () => void | Promise<void>) => void,
+  configDir: string,
 ): Promise<LoadedPlugin[]> {
   const loaded: LoadedPlugin[] = [];
   for (const { use, definition, config } of resolved) {
@@ -99,7 +100,7 @@ export async function initPlugins(
       if (!container.isRegistered(dep, true)) throw new ConfigError([`plugin ${definition.name}: deps.${key} is not a service the broker provides`]);
       deps[key] = container.resolve(dep);
     }
-    const provides = await definition.init({ config, deps });
+    const provides = await definition.init({ config, deps, configDir });
     if (provides.close) onClose(provides.close);
     loaded.push({ name: definition.name, version: definition.version, use, apiVersion: definition.apiVersion, provides });
   }

@@ -85,6 +85,8 @@ export type ClientAuthMethod = 'private_key_jwt' | 'client_secret_basic' | 'clie
 export interface AuthenticatedClient {
   readonly id: string;
   readonly authMethod: ClientAuthMethod;
+  /** What a plugin-verified client assertion proved (a JWT-SVID's SPIFFE ID, trust domain, expiry). */
+  readonly identity?: VerifiedIdentity;
 }
 
 /** What policy allowed: the only input an issuer needs. */

@@ -21,6 +21,8 @@ export interface PluginInitArgs<C, D extends PluginDeps> {
   /** The plugin's config block, already parsed by its schema. */
   readonly config: C;
   readonly deps: ResolvedDeps<D>;
+  /** Directory of the broker config: relative paths in the plugin's config resolve against it. */
+  readonly configDir: string;
 }
 
 export interface PluginDefinition<S extends z.ZodType = z.ZodType, D extends PluginDeps = PluginDeps> {
