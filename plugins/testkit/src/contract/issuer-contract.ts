@@ -1,8 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   GRANT_TYPE_TOKEN_EXCHANGE,
+  OAuthError,
   TOKEN_TYPE_JWT,
   type Grant,
+  type IssuedToken,
   type TokenIssuer,
   type TokenTypeUrn,
   type VerifiedIdentity,
@@ -30,6 +32,16 @@ export interface IssuerFixture {
   expectedSubject?(grant: Grant): string;
   /** Scopes carried by the issued token, read from its verified identity (default: the space-separated `scope` claim). */
   scopesOf?(identity: VerifiedIdentity): readonly string[];
+  /**
+   * False for token formats with no place for scopes (a JWT-SVID): the issuer must then refuse a grant
+   * that has scopes, with an OAuth error, instead of dropping them. Default true.
+   */
+  readonly carriesScopes?: boolean;
+  /**
+   * True when the issuer hands out a cached token for the same grant (SPIRE caches JWT-SVIDs until they
+   * near expiry), so two issues may return the same token. Default false.
+   */
+  readonly reusesTokens?: boolean;
   close?(): Promise<void>;
 }
 
@@ -73,7 +85,7 @@ export function describeIssuerContract(name: string, setup: () => Promise<Issuer
         client: { id: CONTRACT_CLIENT_ID, authMethod: 'none' },
         subject,
         audiences: AUDIENCES,
-        scopes: ['contract.read', 'contract.write'],
+        scopes: fixture.carriesScopes === false ? [] : ['contract.read', 'contract.write'],
         lifetimeSeconds: 120,
         tokenType: fixture.tokenType,
         ruleId: 'contract',
@@ -114,20 +126,33 @@ export function describeIssuerContract(name: string, setup: () => Promise<Issuer
       expect(expiresAt).toBeLessThanOrEqual(Date.now() + (issued.expiresIn + 1) * 1000);
     });
 
-    it('never outlives a shorter grant', async () => {
-      const issued = await issue(grant({ lifetimeSeconds: 30 }));
+    it('never outlives a shorter grant: it shortens the token or refuses with an OAuth error', async () => {
+      const outcome = await issue(grant({ lifetimeSeconds: 30 })).catch((error: unknown) => error);
+      if (outcome instanceof Error) {
+        // An issuer that cannot choose the lifetime (SPIRE decides it) must refuse, as a client error.
+        expect(outcome).toBeInstanceOf(OAuthError);
+        expect((outcome as OAuthError).status).toBeLessThan(500);
+        return;
+      }
+      const issued = outcome as IssuedToken;
       expect(issued.expiresIn).toBeGreaterThan(0);
       expect(issued.expiresIn).toBeLessThanOrEqual(30);
       const identity = await verify(issued.token);
       expect(identity.expiresAt.getTime()).toBeLessThanOrEqual(Date.now() + 31_000);
     });
 
-    it('grants no scope when none was granted', async () => {
+    it('grants no scope when none was granted, and never drops granted scopes', async () => {
       const identity = await verify((await issue(grant({ scopes: [] }))).token);
       expect(scopesOf(identity)).toEqual([]);
+      if (fixture.carriesScopes === false) {
+        const refused = await issue(grant({ scopes: ['contract.read'] })).catch((error: unknown) => error);
+        expect(refused).toBeInstanceOf(OAuthError);
+        expect((refused as OAuthError).status).toBeLessThan(500);
+      }
     });
 
-    it('mints a distinct token each time', async () => {
+    it('mints a distinct token each time', async ({ skip }) => {
+      if (fixture.reusesTokens) return skip('the issuer hands out cached tokens by design');
       const [first, second] = await Promise.all([issue(grant()), issue(grant())]);
       expect(first!.token).not.toBe(second!.token);
       if (first!.jti !== undefined) expect(first!.jti).not.toBe(second!.jti);
