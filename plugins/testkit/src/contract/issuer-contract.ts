@@ -26,6 +26,8 @@ export interface IssuerFixture {
    * granted `audiences`. Issued tokens must verify with it.
    */
   roundTrip(broker: BrokerAddress, audiences: readonly string[]): { readonly plugin: PluginUnderTest; readonly tokenType: TokenTypeUrn };
+  /** Lifetime of the main grant; at least the token lifetime of issuers that cannot shorten tokens. Default 120. */
+  readonly lifetimeSeconds?: number;
   /** `grant.parameters` as policy would fill them for this issuer (e.g. SPIRE selectors). Default none. */
   readonly parameters?: Grant['parameters'];
   /** The subject the issued token names for `grant` (default: the grant's subject). */
@@ -86,7 +88,7 @@ export function describeIssuerContract(name: string, setup: () => Promise<Issuer
         subject,
         audiences: AUDIENCES,
         scopes: fixture.carriesScopes === false ? [] : ['contract.read', 'contract.write'],
-        lifetimeSeconds: 120,
+        lifetimeSeconds: fixture.lifetimeSeconds ?? 120,
         tokenType: fixture.tokenType,
         ruleId: 'contract',
         parameters: fixture.parameters ?? {},
