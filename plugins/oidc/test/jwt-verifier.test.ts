@@ -66,6 +66,15 @@ describe('JwtVerifier', () => {
     expect(idp.discoveryFetches).toBe(1);
   });
 
+  it('maps nested claims through JSON Pointers, as Kubernetes tokens need', async () => {
+    const verifier = verifierFor([
+      { issuer: idp.issuer, jwksUri: idp.jwksUri, attributes: { 'k8s.namespace': '/kubernetes.io/namespace', 'k8s.serviceAccount': '/kubernetes.io/serviceaccount/name', slash: '/a~1b', missing: '/kubernetes.io/nope', proto: '/__proto__/x' } },
+    ]);
+    const token = await idp.mint({ sub: 'system:serviceaccount:payments:api', aud: BROKER, 'kubernetes.io': { namespace: 'payments', serviceaccount: { name: 'api', uid: 'u-1' } }, 'a/b': 'slashed' });
+    const { identity } = await verifier.verify(token, context());
+    expect(identity.attributes).toEqual({ 'k8s.namespace': 'payments', 'k8s.serviceAccount': 'api', slash: 'slashed' });
+  });
+
   it('accepts the token endpoint or an allowed audience in place of the issuer', async () => {
     const verifier = verifierFor([{ issuer: idp.issuer, jwksUri: idp.jwksUri, allowedAudiences: ['tessera'] }]);
     await expect(verifier.verify(await idp.mint({ sub: 'a', aud: `${BROKER}/token` }), context())).resolves.toBeDefined();

@@ -36,7 +36,7 @@ export const trustedIssuerSchema = z
     attributes: z
       .record(z.string(), z.string())
       .default({})
-      .describe('Policy attributes: attribute name -> claim name. Only mapped claims reach policy'),
+      .describe('Policy attributes: attribute name -> claim name, or a JSON Pointer into nested claims (/kubernetes.io/namespace). Only mapped claims reach policy'),
   })
   .strict();
 
@@ -206,12 +206,23 @@ const discoverySchema = z.object({ issuer: z.string(), jwks_uri: fetchableUrl })
 function mapAttributes(payload: JWTPayload, mapping: Readonly<Record<string, string>>): IdentityAttributes {
   const attributes: Record<string, string | readonly string[]> = {};
   for (const [attribute, claim] of Object.entries(mapping)) {
-    const value = payload[claim];
+    const value = claim.startsWith('/') ? pointer(payload, claim) : payload[claim];
     if (typeof value === 'string') attributes[attribute] = value;
     else if (typeof value === 'number' || typeof value === 'boolean') attributes[attribute] = String(value);
     else if (Array.isArray(value) && value.every((item) => typeof item === 'string')) attributes[attribute] = value;
   }
   return attributes;
+}
+
+/** RFC 6901 JSON Pointer into the claims (`/kubernetes.io/serviceaccount/name`); own properties only. */
+function pointer(payload: JWTPayload, path: string): unknown {
+  let current: unknown = payload;
+  for (const raw of path.slice(1).split('/')) {
+    const key = raw.replace(/~1/g, '/').replace(/~0/g, '~');
+    if (typeof current !== 'object' || current === null || Array.isArray(current) || !Object.hasOwn(current, key)) return undefined;
+    current = (current as Record<string, unknown>)[key];
+  }
+  return current;
 }
 
 const REJECTIONS: Readonly<Record<string, TokenRejection>> = {
