@@ -3,7 +3,13 @@ import type { PluginDefinition } from '@tessera/plugin-sdk';
 import { brokerConfigSchema } from './schema.js';
 
 /** Plugins shipped with Tessera: their config blocks are part of the published JSON Schema. */
-export const BUILTIN_PLUGINS = ['@tessera/plugin-oidc', '@tessera/plugin-access-token', '@tessera/plugin-github-actions'] as const;
+export const BUILTIN_PLUGINS = [
+  '@tessera/plugin-oidc',
+  '@tessera/plugin-access-token',
+  '@tessera/plugin-github-actions',
+  '@tessera/plugin-spiffe',
+  '@tessera/plugin-spire-jwt-svid',
+] as const;
 
 /** Built-in plugins installed beside core; core does not depend on them (plugins are separate packages). */
 async function builtinDefinitions(): Promise<{ use: string; definition: PluginDefinition }[]> {
