@@ -22,6 +22,8 @@ if installed; then
   exit 0
 fi
 
+# Go's official tarball installs outside the default PATH of a minimal environment.
+command -v go >/dev/null || export PATH="$PATH:/usr/local/go/bin"
 command -v go >/dev/null || { echo "install-spire: go not found (need Go >= 1.26.6)" >&2; exit 1; }
 start=$SECONDS
 echo "install-spire: building SPIRE $version with $(go version); a cold build takes several minutes"
