@@ -1,0 +1,49 @@
+import { createRequire } from 'node:module';
+import { expect } from 'vitest';
+import { dirname, join } from 'node:path';
+import { GRANT_TYPE_TOKEN_EXCHANGE, type TokenTypeUrn, type ValidationContext } from '@tessera/plugin-sdk';
+import { startContractBroker, type ContractBroker } from '@tessera/plugin-testkit/contract';
+import { TOKEN_TYPE_KUBERNETES_SA } from '../src/index.js';
+
+/** The testkit's test-only issuer: answers any allowed grant, so these tests need no issuer plugin. */
+export const TOKEN_TYPE_CONTRACT_ECHO = 'urn:tessera:token-type:contract-echo' satisfies TokenTypeUrn;
+const ECHO_ISSUER = { use: join(dirname(createRequire(import.meta.url).resolve('@tessera/plugin-testkit/contract')), 'echo-issuer.js') };
+
+/** A real broker on loopback with this plugin (loaded as an operator would) and the echo issuer. */
+export function startBroker(config: Record<string, unknown>, rules?: readonly Record<string, unknown>[]): Promise<ContractBroker> {
+  return startContractBroker(() => ({ plugins: [{ use: '@tessera/plugin-kubernetes', config }, ECHO_ISSUER], ...(rules ? { rules } : {}) }));
+}
+
+export function validationContext(running: ContractBroker, tokenType: TokenTypeUrn = TOKEN_TYPE_KUBERNETES_SA): ValidationContext {
+  return { role: 'subject', tokenType, brokerIssuer: running.issuer, tokenEndpoint: running.tokenEndpoint, now: new Date(), signal: AbortSignal.timeout(5_000) };
+}
+
+export function validate(running: ContractBroker, token: string, tokenType: TokenTypeUrn = TOKEN_TYPE_KUBERNETES_SA) {
+  return running.validatorFor(tokenType).validate(token, validationContext(running, tokenType));
+}
+
+/** What a validation rejected with (undefined when it accepted). */
+export function rejection(promise: Promise<unknown>): Promise<unknown> {
+  return promise.then(
+    () => undefined,
+    (error: unknown) => error,
+  );
+}
+
+export function exchange(running: ContractBroker, subjectToken: string, options: { tokenType?: TokenTypeUrn; audience?: string } = {}) {
+  return running.post({
+    grant_type: GRANT_TYPE_TOKEN_EXCHANGE,
+    subject_token: subjectToken,
+    subject_token_type: options.tokenType ?? TOKEN_TYPE_KUBERNETES_SA,
+    requested_token_type: TOKEN_TYPE_CONTRACT_ECHO,
+    audience: options.audience ?? 'https://contract.example.test',
+  });
+}
+
+/** Negative checks: the status, the OAuth error code, no token issued, nothing of the token echoed back. */
+export function expectRefusedExchange(response: { status: number; body: Record<string, unknown>; text: string }, token: string, status: number, error: string): void {
+  expect(response.status, response.text).toBe(status);
+  expect(response.body.error).toBe(error);
+  expect(response.body.access_token).toBeUndefined();
+  for (const segment of token.split('.')) expect(response.text).not.toContain(segment.slice(0, 16));
+}
