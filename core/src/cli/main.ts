@@ -24,12 +24,22 @@ const USAGE = `usage: tessera <command>
                                    print the merged config, secrets redacted (--resolved: defaults applied)
   config schema                    print the config JSON Schema
   plugins list [--json] PATH...    start the configured plugins, print what each validates, issues, enriches
+  exchange --broker URL --from SOURCE --audience A [...]
+                                   workload side: exchange this workload's own token (tessera exchange --help)
   keys generate [--alg ES256] [--out FILE]
                                    write a new private signing JWK (stdout by default)
   secret hash                      read a client secret on stdin, print its scrypt hash for config
 `;
 
-class UsageError extends Error {}
+class UsageError extends Error {
+  /** The usage text printed after the message: the whole CLI's, or one command's. */
+  constructor(
+    message: string,
+    readonly usage = USAGE,
+  ) {
+    super(message);
+  }
+}
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
@@ -44,6 +54,8 @@ async function main(argv: string[]): Promise<number> {
       return secretCommand(rest);
     case 'plugins':
       return pluginsCommand(rest);
+    case 'exchange':
+      return exchangeCommand(rest);
     case undefined:
     case 'help':
     case '--help':
@@ -118,6 +130,33 @@ async function configCommand(args: string[]): Promise<number> {
   throw new UsageError('config validate PATH... | config print [--resolved] PATH... | config schema');
 }
 
+/** The workload-side client is a package of its own (cloud SDKs): core loads it only for this command. */
+interface ClientPackage {
+  runExchangeCommand(args: string[]): Promise<number>;
+  EXCHANGE_USAGE: string;
+  ExchangeUsageError: new (...args: never[]) => Error;
+}
+
+async function exchangeCommand(args: string[]): Promise<number> {
+  const specifier = '@tessera/client';
+  let client: ClientPackage;
+  try {
+    client = (await import(specifier)) as ClientPackage;
+  } catch {
+    throw new UsageError('tessera exchange needs the @tessera/client package (npm install @tessera/client)');
+  }
+  if (args.includes('--help')) {
+    process.stdout.write(client.EXCHANGE_USAGE);
+    return 0;
+  }
+  try {
+    return await client.runExchangeCommand(args);
+  } catch (error) {
+    if (error instanceof client.ExchangeUsageError) throw new UsageError(error.message, client.EXCHANGE_USAGE);
+    throw error;
+  }
+}
+
 async function pluginsCommand(args: string[]): Promise<number> {
   const [sub, ...rest] = args;
   if (sub !== 'list') throw new UsageError('plugins list [--json] --config PATH...');
@@ -164,7 +203,7 @@ main(process.argv.slice(2)).then(
       process.stderr.write(`${error.message}\n`);
       process.exitCode = 1;
     } else if (error instanceof UsageError || (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
-      process.stderr.write(`${(error as Error).message}\n\n${USAGE}`);
+      process.stderr.write(`${(error as Error).message}\n\n${error instanceof UsageError ? error.usage : USAGE}`);
       process.exitCode = 2;
     } else {
       process.stderr.write(`tessera: ${error instanceof Error ? error.message : String(error)}\n`);
