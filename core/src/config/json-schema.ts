@@ -9,6 +9,10 @@ export const BUILTIN_PLUGINS = [
   '@tessera/plugin-github-actions',
   '@tessera/plugin-spiffe',
   '@tessera/plugin-spire-jwt-svid',
+  '@tessera/plugin-kubernetes',
+  '@tessera/plugin-aws',
+  '@tessera/plugin-gcp',
+  '@tessera/plugin-azure',
 ] as const;
 
 /** Built-in plugins installed beside core; core does not depend on them (plugins are separate packages). */
