@@ -86,11 +86,19 @@ export class DelegatedIdentityClient {
    * Throws {@link WorkloadApiError}: `no_identity` when no entry matches,
    * `not_authorized_delegate` when this process is not an authorized delegate.
    */
-  async fetchJwtSvids(request: { audience: readonly string[]; selectors: readonly Selector[]; signal?: AbortSignal }): Promise<DelegatedJwtSvid[]> {
+  /**
+   * Either `selectors` (already attested by the caller) or `pid` (the agent attests that process itself),
+   * never both: SPIRE refuses that.
+   */
+  async fetchJwtSvids(request: { audience: readonly string[]; selectors?: readonly Selector[]; pid?: number; signal?: AbortSignal }): Promise<DelegatedJwtSvid[]> {
     const rpc = 'FetchJWTSVIDs';
     checkAudiences(request.audience, rpc);
-    const selectors = checkSelectors(request.selectors, rpc);
-    const response = await this.endpoint.unary<{ svids: JwtSvidMessage[] }>(rpc, { audience: [...request.audience], selectors, pid: 0 }, request.signal);
+    const byPid = request.pid !== undefined;
+    if (byPid && (!Number.isInteger(request.pid) || request.pid! <= 0 || request.selectors !== undefined)) {
+      throw new WorkloadApiError('invalid_argument', rpc, { detail: 'give either selectors or a positive pid' });
+    }
+    const selectors = byPid ? [] : checkSelectors(request.selectors ?? [], rpc);
+    const response = await this.endpoint.unary<{ svids: JwtSvidMessage[] }>(rpc, { audience: [...request.audience], selectors, pid: byPid ? request.pid : 0 }, request.signal);
     return response.svids.map((svid) => {
       if (svid.id === null) throw new WorkloadApiError('invalid_response', rpc, { detail: 'JWT-SVID has no id' });
       const spiffeId = responseSpiffeId(`spiffe://${svid.id.trust_domain}${svid.id.path}`, rpc);
@@ -119,7 +127,7 @@ export class DelegatedIdentityClient {
 }
 
 function checkSelectors(selectors: readonly Selector[], rpc: string): Selector[] {
-  // SPIRE wants selectors or a PID; this client never sends a PID, so an empty list is always refused.
+  // SPIRE wants selectors or a PID: without a PID, an empty list is always refused.
   if (!Array.isArray(selectors) || selectors.length === 0) {
     throw new WorkloadApiError('invalid_argument', rpc, { detail: 'selectors must be a non-empty list' });
   }

@@ -15,7 +15,7 @@ import {
   type TokenIssuer,
   type TokenTypeUrn,
 } from '@tessera/plugin-sdk';
-import { DelegatedIdentityClient, parseSelector, SelectorError, WorkloadApiError, type Selector } from '@tessera/spiffe';
+import { DelegatedIdentityClient, isSpiffeId, parseSelector, SelectorError, WorkloadApiError, type Selector } from '@tessera/spiffe';
 
 export const spireJwtSvidConfigSchema = z
   .object({
@@ -35,9 +35,8 @@ export const spireJwtSvidConfigSchema = z
 
 export type SpireJwtSvidConfig = z.output<typeof spireJwtSvidConfigSchema>;
 
-/** Selectors no registration entry uses: asking for them tells "not a delegate" from "authorized". */
-const PROBE_SELECTORS: readonly Selector[] = [{ type: 'tessera', value: 'authorization-probe' }];
-
+const NO_OWN_ENTRY =
+  "the SPIRE agent has no registration entry for Tessera's own process: register one (e.g. unix:uid:<tessera uid>) whose SPIFFE ID is in the agent's authorized_delegates";
 const NOT_DELEGATE =
   "the SPIRE agent does not accept Tessera as a delegate: add Tessera's SPIFFE ID to authorized_delegates in the agent's config (agent { authorized_delegates = [...] }) and register an entry for Tessera's own workload";
 
@@ -62,7 +61,7 @@ export class SpireJwtSvidIssuer implements TokenIssuer {
   async issue(grant: Grant, ctx: IssueContext): Promise<IssuedToken> {
     if (grant.scopes.length > 0) throw new InvalidScope('scope cannot be carried by a JWT-SVID', { detail: 'spire: scopes granted for a JWT-SVID' });
     const selectors = readSelectors(grant);
-    const wanted = typeof grant.parameters.spiffeId === 'string' ? grant.parameters.spiffeId : undefined;
+    const wanted = readSpiffeId(grant);
     let svids;
     try {
       svids = await this.client.fetchJwtSvids({ audience: grant.audiences, selectors, signal: ctx.signal });
@@ -92,15 +91,26 @@ export class SpireJwtSvidIssuer implements TokenIssuer {
       case 'not_authorized_delegate':
         this.log.error({ plugin: 'spire-jwt-svid' }, NOT_DELEGATE);
         return new TemporarilyUnavailable('token issuer is unavailable, retry later', { detail: 'spire: not an authorized delegate' });
-      case 'unavailable':
-      case 'timeout':
-      case 'closed':
-        this.log.warn({ plugin: 'spire-jwt-svid', code: error.code }, 'SPIRE agent admin API unreachable');
-        return new TemporarilyUnavailable('token issuer is unavailable, retry later', { detail: `spire: agent ${error.code}`, retryAfterSeconds: 5 });
-      default:
+      case 'invalid_argument':
+      case 'invalid_response':
+      case 'unimplemented':
+        // Tessera sent or read something SPIRE did not expect: a broker bug, not the client's or an outage.
         return new ServerError(undefined, { detail: `spire: agent answered ${error.code}` });
+      default:
+        // Unreachable, hung (cancelled by the issue budget), attestation trouble (internal), unknown denial:
+        // the agent may recover, and the client did nothing wrong.
+        this.log.warn({ plugin: 'spire-jwt-svid', code: error.code }, 'SPIRE agent admin API did not answer');
+        return new TemporarilyUnavailable('token issuer is unavailable, retry later', { detail: `spire: agent ${error.code}`, retryAfterSeconds: 5 });
     }
   }
+}
+
+/** `issuerParameters.spiffeId`, when policy names one: a single, valid SPIFFE ID. */
+function readSpiffeId(grant: Grant): string | undefined {
+  const raw = grant.parameters.spiffeId;
+  if (raw === undefined) return undefined;
+  if (typeof raw !== 'string' || !isSpiffeId(raw)) throw InvalidRequest.policy('spire: issuerParameters.spiffeId is not one SPIFFE ID');
+  return raw;
 }
 
 function readSelectors(grant: Grant): Selector[] {
@@ -118,23 +128,24 @@ function readSelectors(grant: Grant): Selector[] {
 export default definePlugin({
   name: 'spire-jwt-svid',
   version: '0.1.0',
-  apiVersion: '^1',
+  apiVersion: '^1.1',
   description: 'Issues JWT-SVIDs minted by a SPIRE agent (Delegated Identity API) for the workload policy names',
   config: spireJwtSvidConfigSchema,
   deps: { log: tokens.logger },
   async init({ config, deps }) {
     const client = new DelegatedIdentityClient(config.adminSocket, { timeoutMs: config.timeoutMs });
     if (config.checkAtStartup) {
+      // Asking for Tessera's own SVIDs by PID: success means the agent knows Tessera and accepts it as a
+      // delegate; "no identity" means Tessera itself has no entry (selectors could not tell these apart).
       try {
-        await client.fetchJwtSvids({ audience: ['tessera-startup-check'], selectors: PROBE_SELECTORS });
+        await client.fetchJwtSvids({ audience: ['tessera-startup-check'], pid: process.pid });
       } catch (error) {
         const code = error instanceof WorkloadApiError ? error.code : 'unknown';
-        if (code === 'not_authorized_delegate') {
+        if (code === 'not_authorized_delegate' || code === 'no_identity') {
           client.close();
-          throw new Error(`plugin spire-jwt-svid: ${NOT_DELEGATE}`);
+          throw new Error(`plugin spire-jwt-svid: ${code === 'no_identity' ? NO_OWN_ENTRY : NOT_DELEGATE}`);
         }
-        // "no identity" is the expected answer to the probe: the agent accepted Tessera as a delegate.
-        if (code !== 'no_identity') deps.log.warn({ plugin: 'spire-jwt-svid', code }, 'SPIRE agent admin API not reachable at startup; JWT-SVID requests get 503 until it is');
+        deps.log.warn({ plugin: 'spire-jwt-svid', code }, 'SPIRE agent admin API not reachable at startup; JWT-SVID requests get 503 until it is');
       }
     }
     return { issuers: [new SpireJwtSvidIssuer(config, client, deps.log)], close: () => client.close() };

@@ -100,5 +100,15 @@ describe('SpireJwtSvidIssuer', () => {
     logged.length = 0;
     expect(await failing('not_authorized_delegate')).toBeInstanceOf(TemporarilyUnavailable);
     expect(logged.join()).toContain('authorized_delegates');
+    // A hung agent is cut off by the issue budget (cancelled); attestation trouble comes back as internal.
+    for (const code of ['cancelled', 'timeout', 'internal', 'permission_denied'] as const) expect(await failing(code), code).toBeInstanceOf(TemporarilyUnavailable);
+  });
+
+  it('takes issuerParameters.spiffeId only as one valid SPIFFE ID', async () => {
+    const { issuer: spire } = issuer(async () => [svid('spiffe://example.org/a')]);
+    for (const spiffeId of [['spiffe://example.org/a'], 'spiffe://example.org/../a', 'not-an-id']) {
+      const refused = await spire.issue(grant({ parameters: { selectors: 'unix:uid:1', spiffeId } }), context).catch((error: unknown) => error);
+      expect(refused, String(spiffeId)).toBeInstanceOf(InvalidRequest);
+    }
   });
 });
