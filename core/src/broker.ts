@@ -168,6 +168,7 @@ async function assemble(config: BrokerConfig, options: BrokerOptions & { baseDir
         broker: resolve(c, tokens.brokerInfo),
         assertionVerifiers,
         verificationTimeoutMs: config.limits.validationTimeoutMs,
+        log: resolve(c, tokens.logger),
       }),
   );
   provideFactory(

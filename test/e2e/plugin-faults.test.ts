@@ -31,3 +31,26 @@ it('fails closed with 400 when a validator returns a malformed identity, never a
   }
   expect((await exchange('good')).status).toBe(200);
 });
+
+it('fails closed when a client assertion verifier is faulty: 401 for bad output, 503 when it hangs', async () => {
+  const broker = await startBroker(
+    () => ({
+      clients: [{ id: 'spiffe://example.org/**', auth: { method: 'spiffe_jwt' }, grantTypes: ['client_credentials'] }],
+      plugins: [{ use: './fixtures/sloppy-assertion-verifier.mjs' }, accessTokenPlugin],
+      limits: { validationTimeoutMs: 300 },
+    }),
+    { baseDir: import.meta.dirname },
+  );
+  try {
+    const authenticate = (assertion: string) =>
+      postToken(broker.tokenEndpoint, { grant_type: 'client_credentials', client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-spiffe', client_assertion: assertion });
+    for (const assertion of ['malformed', 'raw']) {
+      const response = await authenticate(assertion);
+      expect([response.status, response.body.error], assertion).toEqual([401, 'invalid_client']);
+    }
+    const hung = await authenticate('hang');
+    expect([hung.status, hung.body.error]).toEqual([503, 'temporarily_unavailable']);
+  } finally {
+    await broker.close();
+  }
+});

@@ -6,11 +6,13 @@ import {
   InvalidRequest,
   isCompactJws,
   OAuthError,
+  TemporarilyUnavailable,
   type AuthenticatedClient,
   type BrokerInfo,
   type ClientAssertionVerifier,
   type Clock,
   type JwksCache,
+  type Logger,
   type ReplayStore,
   type TokenTypeUrn,
   type VerifiedIdentity,
@@ -18,6 +20,7 @@ import {
 import { ConfigError } from '../config/errors.js';
 import type { BrokerConfig, ClientConfig } from '../config/schema.js';
 import { compilePattern, type Matcher } from '../policy/patterns.js';
+import { identityFault } from './identity-shape.js';
 import { hashClientSecret, parseScryptHash, verifyClientSecret, type ScryptHash } from './client-secret.js';
 import type { TokenRequest } from './request.js';
 
@@ -44,6 +47,7 @@ export interface ClientAuthDeps {
   readonly assertionVerifiers?: ReadonlyMap<string, ClientAssertionVerifier>;
   /** Time budget of a plugin verification (it may fetch keys). */
   readonly verificationTimeoutMs?: number;
+  readonly log?: Logger;
 }
 
 /**
@@ -203,19 +207,26 @@ export class ClientAuthenticator {
     const verifier = this.deps.assertionVerifiers?.get(type);
     if (!verifier) throw new InvalidClient(undefined, { detail: 'client_auth: unsupported client_assertion_type' });
     const now = this.deps.clock.now();
+    const budget = AbortSignal.timeout(this.deps.verificationTimeoutMs ?? 5_000);
+    // The same guards as subject validation: a budget even for a plugin that ignores the signal, and a
+    // shape check, so a faulty plugin fails closed as invalid_client instead of a 500.
+    const timedOut = new Promise<never>((_, reject) =>
+      budget.addEventListener('abort', () => reject(new TemporarilyUnavailable('client verification timed out, retry later', { detail: 'client_auth: verification timeout' })), { once: true }),
+    );
+    timedOut.catch(() => undefined);
     let identity: VerifiedIdentity;
     try {
-      identity = await verifier.verify(assertion, {
-        role: 'client',
-        tokenType: type as TokenTypeUrn,
-        brokerIssuer: this.deps.broker.issuer,
-        tokenEndpoint: this.deps.broker.tokenEndpoint,
-        now,
-        signal: AbortSignal.timeout(this.deps.verificationTimeoutMs ?? 5_000),
-      });
+      const verified = await Promise.race([
+        verifier.verify(assertion, { role: 'client', tokenType: type as TokenTypeUrn, brokerIssuer: this.deps.broker.issuer, tokenEndpoint: this.deps.broker.tokenEndpoint, now, signal: budget }),
+        timedOut,
+      ]);
+      const fault = identityFault(verified, type);
+      if (fault) throw new Error(`verifier returned ${fault}`);
+      identity = verified;
     } catch (error) {
-      // A trust-bundle outage is the broker's problem, not the client's: keep the 503.
-      if (error instanceof OAuthError && error.status >= 500) throw error;
+      // A trust-bundle outage (or the budget running out) is the broker's problem, not the client's: keep the 503.
+      if (error instanceof TemporarilyUnavailable) throw error;
+      if (!(error instanceof OAuthError)) this.deps.log?.error({ err: error, assertionType: type }, 'client assertion verifier plugin fault');
       const reason = error instanceof OAuthError ? (error.detail ?? error.code) : 'verifier plugin fault';
       throw new InvalidClient(undefined, { detail: `client_auth: assertion rejected (${reason})` });
     }

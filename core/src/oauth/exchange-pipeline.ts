@@ -19,6 +19,7 @@ import {
   type VerifiedIdentity,
 } from '@tessera/plugin-sdk';
 import type { GrantTypeName } from '../config/schema.js';
+import { identityFault, isAttributeMap } from './identity-shape.js';
 import type { IssuerRegistry, ValidatorRegistry } from '../plugins/registry.js';
 import type { PolicyEngine } from '../policy/policy-engine.js';
 
@@ -30,7 +31,7 @@ export interface ExchangeTrace {
   actor?: VerifiedIdentity;
   requested?: { tokenType?: string; audiences: readonly string[]; resources: readonly string[]; scopes?: readonly string[] };
   ruleId?: string;
-  issued?: { jti?: string; tokenType: string; expiresIn: number; audiences: readonly string[]; scopes: readonly string[] };
+  issued?: { jti?: string; tokenType: string; subject?: string; expiresIn: number; audiences: readonly string[]; scopes: readonly string[] };
 }
 
 export interface ExchangeInput {
@@ -171,6 +172,7 @@ export class ExchangePipeline {
     trace.issued = {
       ...(issued.jti ? { jti: issued.jti } : {}),
       tokenType: issued.issuedTokenType,
+      ...(issued.subject ? { subject: issued.subject } : {}),
       expiresIn: issued.expiresIn,
       audiences: decision.grant.audiences,
       scopes: decision.grant.scopes,
@@ -199,20 +201,3 @@ export class ExchangePipeline {
 /** An extractor failed; already logged with its plugin's name. Refused like a validator fault. */
 class ExtractorFault extends Error {}
 
-/** Identities are plugin output: check their shape before policy reads them, so a plugin bug fails closed. */
-function identityFault(identity: unknown, tokenType: string): string | undefined {
-  if (typeof identity !== 'object' || identity === null) return 'no identity';
-  const { issuer, subject, audiences, expiresAt, claims, attributes, tokenType: type } = identity as Partial<VerifiedIdentity>;
-  if (type !== tokenType) return 'an identity of another token type';
-  if (typeof issuer !== 'string' || typeof subject !== 'string' || subject === '') return 'an identity without issuer or subject';
-  if (!Array.isArray(audiences) || !audiences.every((audience) => typeof audience === 'string')) return 'malformed audiences';
-  if (!(expiresAt instanceof Date) || Number.isNaN(expiresAt.getTime())) return 'a malformed expiry';
-  if (typeof claims !== 'object' || claims === null) return 'malformed claims';
-  if (!isAttributeMap(attributes)) return 'attributes that are not strings or lists of strings';
-  return undefined;
-}
-
-function isAttributeMap(value: unknown): value is Record<string, string | readonly string[]> {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;
-  return Object.values(value).every((item) => typeof item === 'string' || (Array.isArray(item) && item.every((entry) => typeof entry === 'string')));
-}
