@@ -338,8 +338,10 @@ describe('grant.issuerParameters', () => {
       expect(refused(rules.decide(request({ subject: k8s }))).reason).toBe('parameter_unresolved');
     }
     const rules = engine({ id: 'r', grant: { audiences: ['https://api.example'], issuerParameters: { id: 'spiffe://td/{subject}' } } });
-    // A subject with a space (or braces, or a newline) is never spliced into a parameter.
-    expect(refused(rules.decide(request({ subject: identity({ subject: 'a b' }) }))).reason).toBe('parameter_unresolved');
+    // Separators and dot segments are never spliced into a parameter: no path or selector injection.
+    for (const subject of ['a b', 'bob/admin', '..', 'ns:payments', 'a,b', 'x{y}']) {
+      expect(refused(rules.decide(request({ subject: identity({ subject }) }))).reason, subject).toBe('parameter_unresolved');
+    }
     expect(allowed(rules.decide(request({ subject: identity({ subject: 'user-1' }) }))).grant.parameters).toEqual({ id: 'spiffe://td/user-1' });
   });
 

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeJwt, SignJWT } from 'jose';
+import { validateConfig } from '@tessera/core';
 import { accessTokenPlugin, generateTestKey, postToken, startBroker, type RunningBroker } from './support.js';
 import type { TestKey } from '@tessera/plugin-testkit';
 
@@ -90,6 +91,12 @@ describe('JWT-SVID client authentication', () => {
       expect([response.status, response.body.error], reason).toEqual([401, 'invalid_client']);
       expect(response.headers.get('www-authenticate')).toContain('Basic');
       expect(running.audit.records.at(-1)).toMatchObject({ decision: 'deny', reason });
+    }
+  });
+
+  it('refuses patterns whose trust domain is not written out', () => {
+    for (const id of ['spiffe://example.org**', 'spiffe://*/ns/payments', 'spiffe://**']) {
+      expect(() => validateConfig({ issuer: 'https://broker.example', clients: [{ id, auth: { method: 'spiffe_jwt' } }] }), id).toThrow(/names its trust domain literally/);
     }
   });
 

@@ -66,6 +66,12 @@ const clientSchema = z
   .refine((client) => (client.auth.method === 'spiffe_jwt') === client.id.startsWith('spiffe://'), {
     message: 'spiffe_jwt clients have a spiffe:// id pattern, and only they do',
     path: ['id'],
+  })
+  // The trust domain is written out: a wildcard there (spiffe://example.org** or spiffe://*/x) would
+  // reach other, possibly federated, trust domains.
+  .refine((client) => client.auth.method !== 'spiffe_jwt' || /^spiffe:\/\/[a-z0-9._-]+(\/|$)/.test(client.id), {
+    message: 'a spiffe_jwt pattern names its trust domain literally: spiffe://<trust domain>/<path pattern>',
+    path: ['id'],
   });
 
 /** Exact string, or a glob: `*` = any run without `/`, `**` = any run. Always anchored. */

@@ -3,13 +3,14 @@ import type { AuthenticatedClient, VerifiedIdentity } from '@tessera/plugin-sdk'
 /**
  * Issuer parameters in policy (`grant.issuerParameters`) may name parts of the verified request:
  * `{subject}`, `{issuer}`, `{client}` and `{attributes.<name>}`. `{{` and `}}` are literal braces.
- * Only verified values are interpolated, and only when they are single, short, printable strings: a
- * value cannot smuggle a separator, a newline or a second template into what the issuer receives.
+ * Only verified values are interpolated, and only when each is one name-like token (letters, digits,
+ * `. _ - @ = +`, not `.` or `..`): a value cannot bring a `/`, `:`, `,`, a dot segment or a second
+ * template into a SPIFFE path or a selector. Values that need more are refused, never escaped.
  */
 export type TemplateValue = string | readonly string[];
 
 const PLACEHOLDER = /\{\{|\}\}|\{([a-zA-Z]+)(?:\.([^{}]+))?\}/g;
-const SAFE_VALUE = /^[\x21-\x7a\x7c\x7e]{1,256}$/; // printable ASCII, no space, no { or }
+const SAFE_VALUE = /^[A-Za-z0-9._@=+-]{1,256}$/;
 
 export interface TemplateSource {
   readonly subject: VerifiedIdentity;
@@ -35,7 +36,7 @@ export function fillTemplate(template: string, source: TemplateSource): string |
     if (match === '{{') return '{';
     if (match === '}}') return '}';
     const value = lookup(name!, key, source);
-    if (value === undefined || !SAFE_VALUE.test(value)) {
+    if (value === undefined || !SAFE_VALUE.test(value) || value === '.' || value === '..') {
       missing = true;
       return '';
     }
