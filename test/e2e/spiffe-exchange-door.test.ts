@@ -91,6 +91,8 @@ describe('SPIFFE exchange door', () => {
       [{ token: await idp.mint({ sub: 'ada', aud: running.issuer }), audience: ['https://elsewhere.example.test'] }, 400, 'invalid_target'],
       [{ token: await idp.mint({ sub: 'ada', aud: running.issuer }), audience: 'https://db.example.test', client_id: 'unknown' }, 401, 'invalid_client'],
       [{ token: 42 }, 400, 'invalid_request'],
+      // Members the door cannot honour are refused, never dropped (an actor would be lost silently).
+      [{ token: await idp.mint({ sub: 'ada', aud: running.issuer }), audience: ['https://db.example.test'], actor_token: 'x' }, 400, 'invalid_request'],
     ];
     for (const [body, status, error] of cases) {
       const response = await postJson(door, body);

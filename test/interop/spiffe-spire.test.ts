@@ -125,7 +125,7 @@ describe('SPIFFE and SPIRE, for real', () => {
     const { payload } = await jwtVerify(body.jwt_svid as string, createLocalJWKSet(await spire.bundleJwks()), { audience: 'spiffe://example.org/db' });
     expect(payload.sub).toBe(PAYMENTS_API);
     expect(body.expires_at).toBe(payload.exp);
-    expect(running.audit.records.at(-1)).toMatchObject({ endpoint: 'spiffe-exchange', ruleId: 'k8s-to-spiffe', issued: { tokenType: JWT_SVID } });
+    expect(running.audit.records.at(-1)).toMatchObject({ endpoint: 'spiffe-exchange', ruleId: 'k8s-to-spiffe', issued: { tokenType: JWT_SVID, subject: PAYMENTS_API } });
   });
 
   it('answers requested_token_type JWT-SVID at /token with token_type N_A', async () => {

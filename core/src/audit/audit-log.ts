@@ -32,6 +32,8 @@ export interface AuditRecord {
   readonly ruleId?: string;
   readonly issued?: {
     readonly jti?: string;
+    /** Who the issued token names, when the issuer chose it (a JWT-SVID's SPIFFE ID). */
+    readonly subject?: string;
     readonly tokenType: string;
     readonly expiresIn: number;
     readonly audiences: readonly string[];

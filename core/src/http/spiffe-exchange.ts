@@ -1,10 +1,11 @@
 import { decodeJwt } from 'jose';
-import { GRANT_TYPE_TOKEN_EXCHANGE, ServerError, TOKEN_TYPE_JWT_SVID } from '@tessera/plugin-sdk';
+import { GRANT_TYPE_TOKEN_EXCHANGE, InvalidRequest, ServerError, TOKEN_TYPE_JWT_SVID } from '@tessera/plugin-sdk';
 import type { BrokerConfig } from '../config/schema.js';
 import type { TokenResponse } from '../oauth/token-response.js';
 
 /** Body members of the SPIFFE exchange door besides `token` and `audience`: optional, same names as RFC 8693 / RFC 7523. */
 const PASSED_THROUGH = ['subject_token_type', 'client_id', 'client_secret', 'client_assertion', 'client_assertion_type'];
+const KNOWN = new Set(['token', 'audience', ...PASSED_THROUGH]);
 
 /**
  * `{ "token": "<JWT>", "audience": ["..."] }` becomes a token exchange for a JWT-SVID, so this door runs
@@ -15,6 +16,9 @@ export function spiffeExchangeParameters(
   door: BrokerConfig['endpoints']['spiffeExchange'],
   hasAuthorizationHeader: boolean,
 ): Map<string, string[]> {
+  // Anything else (an actor_token, a scope) would be dropped silently: refuse it instead.
+  const unknown = [...body.keys()].find((name) => !KNOWN.has(name));
+  if (unknown !== undefined) throw new InvalidRequest('unsupported member in the request body', { detail: `spiffe exchange: member ${unknown.slice(0, 64)}` });
   const parameters = new Map<string, string[]>([
     ['grant_type', [GRANT_TYPE_TOKEN_EXCHANGE]],
     ['requested_token_type', [TOKEN_TYPE_JWT_SVID]],

@@ -63,6 +63,6 @@ export {
   TOKEN_TYPE_STARFLY_SPIFFE_SVID,
 } from './token-types.js';
 /** Version of the plugin API this SDK describes; plugins declare a range over it. */
-export const PLUGIN_API_VERSION = '1.0.0';
+export const PLUGIN_API_VERSION = '1.1.0';
 export { ASYMMETRIC_ALGORITHMS, DEFAULT_ALGORITHMS, fetchableUrl, JwtVerifier, toInvalidToken, trustedIssuerSchema } from './jwt-verifier.js';
 export type { JwtVerifierDeps, JwtVerifierOptions, TrustedIssuerConfig, VerifiedJwt } from './jwt-verifier.js';

@@ -71,7 +71,7 @@ export type SpiffeConfig = z.output<typeof spiffeConfigSchema>;
 export default definePlugin({
   name: 'spiffe',
   version: '0.1.0',
-  apiVersion: '^1',
+  apiVersion: '^1.1',
   description: 'Validates SPIFFE JWT-SVIDs against per-trust-domain bundles; authenticates clients by JWT-SVID',
   config: spiffeConfigSchema,
   deps: { http: tokens.httpFetcher, log: tokens.logger },
@@ -82,11 +82,20 @@ export default definePlugin({
     const close = () => sources.forEach((source) => source.close());
     try {
       const streamed = config.trustDomains.filter((domain) => 'workloadApi' in domain.bundle).map((domain) => domain.name);
-      if (streamed.length > 0) sources.push(workloadApiSource(config.workloadApi.address, streamed, store, log));
+      if (streamed.length > 0) {
+        const source = workloadApiSource(config.workloadApi.address, streamed, store, log);
+        sources.push(source);
+        for (const name of streamed) store.loading(name, source.ready);
+      }
       for (const domain of config.trustDomains) {
-        const source = domain.bundle;
-        if ('file' in source) sources.push(fileSource(isAbsolute(source.file) ? source.file : resolve(configDir, source.file), domain.name, store, log));
-        if ('endpoint' in source) sources.push(endpointSource(source.endpoint, domain.name, store, deps.http, log, { refreshSeconds: source.refreshSeconds }));
+        const from = domain.bundle;
+        let source: BundleSource | undefined;
+        if ('file' in from) source = fileSource(isAbsolute(from.file) ? from.file : resolve(configDir, from.file), domain.name, store, log);
+        if ('endpoint' in from) source = endpointSource(from.endpoint, domain.name, store, deps.http, log, { refreshSeconds: from.refreshSeconds });
+        if (source) {
+          sources.push(source);
+          store.loading(domain.name, source.ready);
+        }
       }
     } catch (error) {
       close();

@@ -50,11 +50,13 @@ export class JwtSvidVerifier {
     } catch {
       throw new InvalidToken('claims', 'sub is not a SPIFFE ID');
     }
+    // `spiffe://td` names the trust domain itself, never a workload.
+    if (spiffeId.path === '') throw new InvalidToken('claims', 'sub has no workload path');
     const { trustDomain } = spiffeId;
     if (!this.store.trustDomains.has(trustDomain)) throw new InvalidToken('untrusted_issuer', 'trust domain not trusted');
     const algorithms = this.options.algorithms.get(trustDomain)!;
     if (typeof header.alg !== 'string' || !algorithms.includes(header.alg)) throw new InvalidToken('algorithm', 'alg not allowed for trust domain');
-    const bundle = this.store.get(trustDomain);
+    const bundle = await this.store.await(trustDomain, ctx.signal);
     if (!bundle) {
       throw new TemporarilyUnavailable('trust bundle is unavailable, retry later', { detail: `no bundle yet for ${trustDomain}`, retryAfterSeconds: 5 });
     }

@@ -19,6 +19,7 @@ export interface TrustedBundle {
  */
 export class TrustStore {
   readonly #bundles = new Map<string, TrustedBundle>();
+  readonly #firstLoads = new Map<string, Promise<void>>();
 
   constructor(
     readonly trustDomains: ReadonlySet<string>,
@@ -26,6 +27,24 @@ export class TrustStore {
   ) {}
 
   get(trustDomain: string): TrustedBundle | undefined {
+    return this.#bundles.get(trustDomain);
+  }
+
+  /** Records the first load attempt of a domain's source, so early tokens can wait for it. */
+  loading(trustDomain: string, attempt: Promise<void>): void {
+    this.#firstLoads.set(trustDomain, attempt);
+  }
+
+  /**
+   * The domain's bundle; while its source's first attempt is still running, waits for it (bounded by
+   * `signal`) instead of refusing the first tokens after startup.
+   */
+  async await(trustDomain: string, signal: AbortSignal): Promise<TrustedBundle | undefined> {
+    const bundle = this.#bundles.get(trustDomain);
+    const first = this.#firstLoads.get(trustDomain);
+    if (bundle || !first) return bundle;
+    const aborted = new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
+    await Promise.race([first, aborted]);
     return this.#bundles.get(trustDomain);
   }
 

@@ -34,7 +34,7 @@ describe('JWT-SVID rules', () => {
               { name: 'dark.example', bundle: { endpoint: 'http://127.0.0.1:9/bundle' } },
             ],
             allowedAudiences: ['https://also.example.test'],
-            startupWaitMs: 100,
+            // The dark endpoint fails at once (nothing listens), so startup still waits for the files.
           },
         },
       ],
@@ -83,6 +83,7 @@ describe('JWT-SVID rules', () => {
     expect(await reason(await mint({ header: { jku: 'https://attacker.example/keys' } }))).toBe('malformed: header member not allowed in a JWT-SVID');
     expect(await reason(await mint({ claims: { sub: 'spiffe://example.org/a/../b' } }))).toBe('claims: sub is not a SPIFFE ID');
     expect(await reason(await mint({ claims: { sub: 'SPIFFE://example.org/a' } }))).toBe('claims: sub is not a SPIFFE ID');
+    expect(await reason(await mint({ claims: { sub: 'spiffe://example.org' } }))).toBe('claims: sub has no workload path');
     expect(await reason(await mint({ claims: { exp: undefined } }))).toBe('claims: claim exp');
     expect(await reason(await mint({ claims: { iat: Math.floor(Date.now() / 1000) - 100_000, exp: Math.floor(Date.now() / 1000) + 60 } }))).toBe('lifetime: exp too far after iat');
     // EdDSA is not a JWT-SVID algorithm, whatever key the attacker holds.
