@@ -149,6 +149,27 @@ describe('SPIFFE and SPIRE, for real', () => {
     expect(running.audit.records.at(-1)).toMatchObject({ decision: 'deny', reason: 'spire: no registration entry matches the selectors' });
   });
 
+  it('answers 503 with Retry-After while the agent is down, and recovers when it returns', async () => {
+    const request = async () =>
+      fetch(`${running.issuer}/spiffe/exchange`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ token: await idp.mint({ sub: 'system:serviceaccount:payments:api', aud: running.issuer, namespace: 'payments', serviceaccount: 'api' }), audience: ['spiffe://example.org/db'] }),
+      });
+    await spire.stopAgent();
+    try {
+      const down = await request();
+      expect(down.status).toBe(503);
+      expect(Number(down.headers.get('retry-after'))).toBeGreaterThan(0);
+      expect(((await down.json()) as { error: string }).error).toBe('temporarily_unavailable');
+    } finally {
+      await spire.startAgent();
+    }
+    // The re-attested agent syncs its entries again; the broker reconnects by itself.
+    await waitForDelegatedEntry(spire.adminSocket, PAYMENTS_SELECTORS);
+    expect((await request()).status).toBe(200);
+  }, 120_000);
+
   it('answers 503 with Retry-After when the agent is unreachable', async () => {
     const dark = await startBroker(() => ({
       clients: [{ id: 'k8s-workloads', auth: { method: 'none' } }],

@@ -87,6 +87,10 @@ export interface Spire {
   fetchJwtSvid(audience: string, options?: { spiffeId?: string; as?: PoseAs }): Promise<string>;
   /** SIGTERM both, SIGKILL after a grace, then remove `dir`. Idempotent. */
   stop(): Promise<void>;
+  /** Stops the agent only (the server keeps running): its sockets go away, as in an agent outage. */
+  stopAgent(): Promise<void>;
+  /** Starts the agent again with a fresh join token (its memory key manager forgot the old attestation). */
+  startAgent(): Promise<void>;
 }
 
 const POLL_MS = 200;
@@ -163,11 +167,7 @@ export async function startSpire(options: SpireOptions = {}): Promise<Spire> {
     if (!token) throw new Error('spire-server token generate printed no token');
 
     await writeFile(paths.agentConf, agentConfig({ ...paths, dir, trustDomain, port, authorizedDelegates }));
-    const agent = daemon(AGENT_BIN, ['run', '-config', paths.agentConf, '-joinToken', token], paths.agentLog, reaper);
-    children.push(agent);
-    await until('spire-agent healthy', deadline, children, async () => {
-      await cli(AGENT_BIN, ['healthcheck', '-socketPath', paths.workloadSocket]);
-    });
+    await launchAgent(token, deadline);
   } catch (error) {
     const logs = await Promise.all([tail(paths.serverLog), tail(paths.agentLog)]);
     await stopAll();
@@ -176,8 +176,30 @@ export async function startSpire(options: SpireOptions = {}): Promise<Spire> {
     );
   }
 
+  async function launchAgent(joinToken: string, deadlineMs: number): Promise<void> {
+    const agent = daemon(AGENT_BIN, ['run', '-config', paths.agentConf, '-joinToken', joinToken], paths.agentLog, reaper);
+    children.push(agent);
+    await until('spire-agent healthy', deadlineMs, children, async () => {
+      await cli(AGENT_BIN, ['healthcheck', '-socketPath', paths.workloadSocket]);
+    });
+  }
+
   let stopping: Promise<void> | undefined;
   const spire: Spire = {
+    async stopAgent() {
+      const agent = children.find((child) => child.spawnfile === AGENT_BIN && child.exitCode === null && child.signalCode === null);
+      if (agent) {
+        await terminate(agent);
+        children.splice(children.indexOf(agent), 1);
+      }
+    },
+
+    async startAgent() {
+      const token = /Token: (\S+)/.exec(await serverCli('token', 'generate', '-spiffeID', agentId, '-ttl', '600'))?.[1];
+      if (!token) throw new Error('spire-server token generate printed no token');
+      await launchAgent(token, Date.now() + (options.startupTimeoutMs ?? 60_000));
+    },
+
     trustDomain,
     brokerId,
     agentId,
