@@ -66,3 +66,5 @@ export {
 export const PLUGIN_API_VERSION = '1.1.0';
 export { ASYMMETRIC_ALGORITHMS, DEFAULT_ALGORITHMS, fetchableUrl, JwtVerifier, toInvalidToken, trustedIssuerSchema } from './jwt-verifier.js';
 export type { JwtVerifierDeps, JwtVerifierOptions, TrustedIssuerConfig, VerifiedJwt } from './jwt-verifier.js';
+export { compileGlob } from './glob.js';
+export type { GlobOptions, Matcher } from './glob.js';
