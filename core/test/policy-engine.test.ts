@@ -39,6 +39,7 @@ function request(overrides: Partial<PolicyRequest> = {}): PolicyRequest {
   return {
     grantType: 'token_exchange',
     grantTypeUri: GRANT_TYPE_TOKEN_EXCHANGE,
+    endpoint: 'token',
     client: { id: 'client-a', authMethod: 'private_key_jwt' },
     subject: identity(),
     requestedTokenType: TOKEN_TYPE_ACCESS_TOKEN,
@@ -349,5 +350,13 @@ describe('grant.issuerParameters', () => {
     expect(() => engine({ id: 'r', grant: { issuerParameters: { a: '{nope}' } } })).toThrow(/unknown placeholder \{nope\}/);
     expect(() => engine({ id: 'r', grant: { issuerParameters: { a: ['ok', 'x}'] } } })).toThrow(/unbalanced brace/);
     expect(() => engine({ id: 'r', grant: { issuerParameters: { a: '{subject.x}' } } })).toThrow(/unknown placeholder/);
+  });
+});
+
+describe('match.endpoints', () => {
+  it('lets a rule apply to some front doors only', () => {
+    const rules = engine({ id: 'spiffe-door-only', match: { endpoints: ['spiffe-exchange'] }, grant: { audiences: ['https://api.example'] } });
+    expect(allowed(rules.decide(request({ endpoint: 'spiffe-exchange' }))).ruleId).toBe('spiffe-door-only');
+    expect(refused(rules.decide(request({ endpoint: 'token' }))).reason).toBe('no_rule_matched');
   });
 });

@@ -85,6 +85,10 @@ const ruleSchema = z
       .object({
         clients: z.array(pattern).optional().describe('Client ids'),
         grantTypes: z.array(z.enum(GRANT_TYPE_NAMES)).optional(),
+        endpoints: z
+          .array(z.enum(['token', 'json-exchange', 'spiffe-exchange']))
+          .optional()
+          .describe('Front doors the request came through (see endpoints)'),
         subjectTokenTypes: z.array(tokenTypeUrn).optional(),
         issuers: z.array(pattern).optional().describe('Exact or glob issuer of the subject token'),
         subjects: z.array(pattern).optional().describe('Subject of the subject token'),

@@ -5,10 +5,10 @@ import type { Context } from 'koa';
 import { GRANT_TYPE_TOKEN_EXCHANGE, InvalidRequest, UnsupportedGrantType, type KeyRing, type Logger } from '@tessera/plugin-sdk';
 import type { BrokerConfig } from '../config/schema.js';
 import type { PromMetrics } from '../metrics.js';
-import type { FrontDoor, TokenEndpoint } from '../oauth/token-endpoint.js';
+import type { TokenEndpoint } from '../oauth/token-endpoint.js';
 import type { TokenResponse } from '../oauth/token-response.js';
 import { spiffeExchangeParameters, spiffeExchangeResponse } from './spiffe-exchange.js';
-import { tokenRequestFrom } from '../oauth/request.js';
+import { tokenRequestFrom, type FrontDoor } from '../oauth/request.js';
 import { readFormBody } from './form-body.js';
 import { readJsonParameters } from './json-body.js';
 import { renderErrors } from './render-errors.js';
@@ -44,7 +44,7 @@ export function createHttpApp(deps: HttpAppDeps): Koa {
             ctx.set('Allow', 'POST');
             throw new InvalidRequest('method not allowed', { status: 405, detail: `method ${ctx.method.slice(0, 16)}` });
           }
-          return tokenRequestFrom(await read(ctx), ctx.get('authorization') || undefined, { brokerAudienceOnly: via === 'spiffe-exchange' });
+          return tokenRequestFrom(await read(ctx), ctx.get('authorization') || undefined, via);
         },
         ctx.state.requestId as string,
         via,

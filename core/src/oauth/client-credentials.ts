@@ -43,7 +43,7 @@ export async function clientCredentials(
       };
   trace.subject = subject;
   const { grant, issued } = await pipeline.exchange(
-    { grantType: 'client_credentials', grantTypeUri: GRANT_TYPE_CLIENT_CREDENTIALS, client, subject, ...targets, scopes },
+    { grantType: 'client_credentials', grantTypeUri: GRANT_TYPE_CLIENT_CREDENTIALS, endpoint: request.frontDoor, client, subject, ...targets, scopes },
     trace,
   );
   return tokenResponse(grant, issued, { exchange: false });

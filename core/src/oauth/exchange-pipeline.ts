@@ -20,6 +20,7 @@ import {
 } from '@tessera/plugin-sdk';
 import type { GrantTypeName } from '../config/schema.js';
 import { identityFault, isAttributeMap } from './identity-shape.js';
+import type { FrontDoor } from './request.js';
 import type { IssuerRegistry, ValidatorRegistry } from '../plugins/registry.js';
 import type { PolicyEngine } from '../policy/policy-engine.js';
 
@@ -37,6 +38,7 @@ export interface ExchangeTrace {
 export interface ExchangeInput {
   readonly grantType: GrantTypeName;
   readonly grantTypeUri: string;
+  readonly endpoint: FrontDoor;
   readonly client: AuthenticatedClient;
   readonly subject: VerifiedIdentity;
   readonly actor?: VerifiedIdentity;
@@ -145,6 +147,7 @@ export class ExchangePipeline {
     const decision = this.deps.policy.decide({
       grantType: input.grantType,
       grantTypeUri: input.grantTypeUri,
+      endpoint: input.endpoint,
       client: input.client,
       subject: input.subject,
       ...(input.actor ? { actor: input.actor } : {}),

@@ -15,7 +15,7 @@ export async function jwtBearer(request: TokenRequest, client: AuthenticatedClie
 
   trace.subject = await pipeline.validate(assertion, TOKEN_TYPE_JWT, 'assertion');
   const { grant, issued } = await pipeline.exchange(
-    { grantType: 'jwt_bearer', grantTypeUri: GRANT_TYPE_JWT_BEARER, client, subject: trace.subject, ...targets, scopes },
+    { grantType: 'jwt_bearer', grantTypeUri: GRANT_TYPE_JWT_BEARER, endpoint: request.frontDoor, client, subject: trace.subject, ...targets, scopes },
     trace,
   );
   return tokenResponse(grant, issued, { exchange: false });

@@ -21,7 +21,7 @@ import type { ClientAuthenticator } from './client-auth.js';
 import { clientCredentials } from './client-credentials.js';
 import type { ExchangePipeline, ExchangeTrace } from './exchange-pipeline.js';
 import { jwtBearer } from './jwt-bearer.js';
-import type { TokenRequest } from './request.js';
+import type { FrontDoor, TokenRequest } from './request.js';
 import { tokenExchange } from './token-exchange.js';
 import type { TokenResponse } from './token-response.js';
 
@@ -42,11 +42,9 @@ export interface TokenEndpointDeps {
   readonly metrics: Metrics;
 }
 
-/** Which front door a request came through, for audit and metrics. */
 /** Metric names the token endpoint owns; plugins may not register them. */
 export const TOKEN_ENDPOINT_METRICS = ['tessera_token_requests_total', 'tessera_token_request_duration_seconds'] as const;
 
-export type FrontDoor = 'token' | 'json-exchange' | 'spiffe-exchange';
 
 /** The token endpoint without HTTP: grant_type → client auth → grant handler, one audit record per call. */
 export class TokenEndpoint {

@@ -26,7 +26,8 @@ export async function tokenExchange(
     throw new InvalidRequest('actor_token and actor_token_type must be sent together', { detail: 'actor parameters mismatch' });
   }
 
-  const audience = { brokerAudienceOnly: request.brokerAudienceOnly === true };
+  // Tokens posted at the SPIFFE door must name the broker itself.
+  const audience = { brokerAudienceOnly: request.frontDoor === 'spiffe-exchange' };
   trace.subject = await pipeline.validate(subjectToken, subjectTokenType, 'subject', audience);
   if (actorToken !== undefined && actorTokenType !== undefined) {
     trace.actor = await pipeline.validate(actorToken, actorTokenType, 'actor', audience);
@@ -38,6 +39,7 @@ export async function tokenExchange(
     {
       grantType: 'token_exchange',
       grantTypeUri: GRANT_TYPE_TOKEN_EXCHANGE,
+      endpoint: request.frontDoor,
       client,
       subject: trace.subject,
       requestedTokenType,

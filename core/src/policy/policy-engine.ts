@@ -10,12 +10,15 @@ import {
 } from '@tessera/plugin-sdk';
 import { ConfigError } from '../config/errors.js';
 import type { GrantTypeName, PolicyRuleConfig } from '../config/schema.js';
+import type { FrontDoor } from '../oauth/request.js';
 import { compilePatternList, type Matcher } from './patterns.js';
 import { fillTemplate, templateProblems } from './templates.js';
 
 export interface PolicyRequest {
   readonly grantType: GrantTypeName;
   readonly grantTypeUri: string;
+  /** The door the request came through. */
+  readonly endpoint: FrontDoor;
   readonly client: AuthenticatedClient;
   readonly subject: VerifiedIdentity;
   readonly actor?: VerifiedIdentity;
@@ -122,6 +125,7 @@ export class PolicyEngine {
     const { match } = rule.config;
     if (rule.clients && !rule.clients(request.client.id)) return false;
     if (match.grantTypes && !match.grantTypes.includes(request.grantType)) return false;
+    if (match.endpoints && !match.endpoints.includes(request.endpoint)) return false;
     if (match.subjectTokenTypes && !match.subjectTokenTypes.includes(request.subject.tokenType)) return false;
     if (rule.issuers && !rule.issuers(request.subject.issuer)) return false;
     if (rule.subjects && !rule.subjects(request.subject.subject)) return false;
