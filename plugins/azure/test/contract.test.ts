@@ -13,6 +13,7 @@ describeValidatorContract('@tessera/plugin-azure', async () => {
     plugin: (broker) => ({ use: '@tessera/plugin-azure', config: { tenants: [TENANT], audiences: [broker.issuer], authority: authorityOf(entra) } }),
     mint: ({ audience, expiresIn }) => mintMiToken(entra, { audience }, {}, { expiresIn }),
     mintUntrusted: ({ audience, expiresIn }) => mintMiToken(impostor, { audience }, {}, { expiresIn }),
+    trustedPublicJwk: entra.key.publicJwk,
     stallUpstream: () => entra.stall(),
     close: async () => {
       await entra.close();

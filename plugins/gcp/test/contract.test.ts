@@ -15,6 +15,7 @@ describeValidatorContract('@tessera/plugin-gcp', async () => {
     }),
     mint: ({ audience, expiresIn }) => mintGoogleToken(google, audience, {}, { expiresIn }),
     mintUntrusted: ({ audience, expiresIn }) => mintGoogleToken(impostor, audience, {}, { expiresIn }),
+    trustedPublicJwk: google.key.publicJwk,
     stallUpstream: () => google.stall(),
     close: async () => {
       await google.close();

@@ -11,6 +11,7 @@ describeValidatorContract('@tessera/plugin-github-actions', async () => {
     plugin: () => ({ use: '@tessera/plugin-github-actions', config: { issuer: github.issuer, owners: ['octo-org'] } }),
     mint: ({ audience, expiresIn }) => mintWorkflowToken(github, audience, {}, expiresIn),
     mintUntrusted: ({ audience, expiresIn }) => mintWorkflowToken(impostor, audience, {}, expiresIn),
+    trustedPublicJwk: github.key.publicJwk,
     stallUpstream: () => github.stall(),
     close: async () => {
       await github.close();

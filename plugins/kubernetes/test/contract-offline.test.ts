@@ -16,6 +16,7 @@ describeValidatorContract('@tessera/plugin-kubernetes (offline)', async () => {
     }),
     mint: ({ audience, expiresIn }) => mintProjected(cluster, audience, workload(), { expiresIn: expiresIn ?? 300 }),
     mintUntrusted: ({ audience, expiresIn }) => mintProjected(stranger, audience, workload(), { expiresIn: expiresIn ?? 300 }),
+    trustedPublicJwk: cluster.key.publicJwk,
     stallUpstream: () => cluster.stall(),
     close: async () => {
       await cluster.close();

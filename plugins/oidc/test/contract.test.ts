@@ -10,6 +10,7 @@ describeValidatorContract('@tessera/plugin-oidc', async () => {
     plugin: () => ({ use: '@tessera/plugin-oidc', config: { issuers: [{ issuer: trusted.issuer, attributes: { email: 'email' } }] } }),
     mint: ({ audience, expiresIn }) => trusted.mint({ sub: 'user-1', aud: audience, email: 'user-1@example.test' }, { expiresIn }),
     mintUntrusted: ({ audience, expiresIn }) => stranger.mint({ sub: 'user-1', aud: audience }, { expiresIn }),
+    trustedPublicJwk: trusted.key.publicJwk,
     stallUpstream: () => trusted.stall(),
     close: async () => {
       await trusted.close();

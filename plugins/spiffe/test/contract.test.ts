@@ -16,6 +16,7 @@ describeValidatorContract('@tessera/plugin-spiffe (bundle file)', async () => {
     plugin: () => ({ use: '@tessera/plugin-spiffe', config: { trustDomains: [{ name: 'example.org', bundle: { file: path } }] } }),
     mint: ({ audience, expiresIn }) => trusted.mint('/ns/payments/sa/api', audience, { expiresIn }),
     mintUntrusted: ({ audience, expiresIn }) => stranger.mint('/ns/payments/sa/api', audience, { expiresIn }),
+    trustedPublicJwk: trusted.keys[0]!.publicJwk,
   };
 });
 

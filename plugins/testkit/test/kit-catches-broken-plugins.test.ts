@@ -28,6 +28,8 @@ it('fails a validator that verifies nothing, one that throws raw errors, and one
   expect(of('lenient', 'refuses a token whose audience does not name the broker')).toBe('failed');
   expect(of('lenient', 'refuses a token whose signature was tampered with')).toBe('failed');
   expect(of('lenient', 'refuses a token from an issuer it does not trust')).toBe('failed');
+  expect(of('lenient', 'refuses a JWT re-signed with a key the issuer never published (unknown kid)')).toBe('failed');
+  expect(of('lenient', "refuses algorithm confusion: HS256 keyed with the issuer's public key")).toBe('failed');
 
   expect(of('leaky', 'accepts a valid token and normalizes it into a JSON-safe identity')).toBe('passed');
   for (const test of ['refuses an expired token', 'refuses a token whose signature was tampered with', 'refuses garbage with InvalidToken, never a raw exception or a 5xx']) {

@@ -1,6 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { decodeJwt, decodeProtectedHeader, exportSPKI, importJWK, SignJWT, type CryptoKey, type JWK } from 'jose';
 import {
   InvalidToken,
+  isCompactJws,
   OAuthError,
   GRANT_TYPE_TOKEN_EXCHANGE,
   type SubjectValidator,
@@ -10,6 +12,7 @@ import {
   type VerifiedIdentity,
 } from '@tessera/plugin-sdk';
 import { fileURLToPath } from 'node:url';
+import { generateTestKey } from '../keys.js';
 import { TOKEN_TYPE_CONTRACT_ECHO } from './echo-issuer.js';
 import { startContractBroker, type ContractBroker, type PluginUnderTest } from './harness.js';
 import { GARBAGE_TOKENS, leakedFragments, tamperJwsSignature } from './tokens.js';
@@ -33,6 +36,11 @@ export interface ValidatorFixture {
   mintUntrusted(request: MintRequest): Promise<string>;
   /** Alters a valid token so its signature (or equivalent proof) no longer holds. Default: flips bits in a JWS signature. */
   tamper?(token: string): string;
+  /**
+   * JWT plugins: the trusted issuer's public key. The kit signs with it as an HMAC secret (the classic
+   * algorithm-confusion attack) and the plugin must refuse.
+   */
+  readonly trustedPublicJwk?: JWK;
   /** Makes the plugin's upstream hang and returns the undo. Omit only for validators that do no I/O. */
   stallUpstream?(): () => void;
   /** Releases what the fixture started. */
@@ -138,6 +146,28 @@ export function describeValidatorContract(
 
     it('refuses a token from an issuer it does not trust', async () => {
       await expectRefused(await fixture.mintUntrusted({ audience: running.issuer }));
+    });
+
+    it('refuses a JWT re-signed with a key the issuer never published (unknown kid)', async ({ skip }) => {
+      const valid = await fixture.mint({ audience: running.issuer });
+      if (!isCompactJws(valid)) return skip('not a JWT');
+      const header = decodeProtectedHeader(valid);
+      const key = await generateTestKey(typeof header.alg === 'string' && header.alg !== 'none' ? header.alg : 'ES256');
+      const forged = await new SignJWT(decodeJwt(valid)).setProtectedHeader({ ...header, alg: key.alg, kid: `contract-${key.kid}` }).sign(key.privateKey);
+      await expectRefused(forged);
+    });
+
+    it('refuses algorithm confusion: HS256 keyed with the issuer\'s public key', async ({ skip }) => {
+      const valid = await fixture.mint({ audience: running.issuer });
+      if (!isCompactJws(valid) || !fixture.trustedPublicJwk) return skip('not a JWT plugin, or no trusted key given');
+      const header = decodeProtectedHeader(valid);
+      const publicKey = (await importJWK({ ...fixture.trustedPublicJwk, alg: undefined } as JWK, String(fixture.trustedPublicJwk.alg ?? header.alg))) as CryptoKey;
+      const encoder = new TextEncoder();
+      // The attacker's guesses at what a confused verifier would use as the HMAC secret.
+      for (const secret of [encoder.encode(JSON.stringify(fixture.trustedPublicJwk)), encoder.encode(await exportSPKI(publicKey))]) {
+        const forged = await new SignJWT(decodeJwt(valid)).setProtectedHeader({ ...header, alg: 'HS256' }).sign(secret);
+        await expectRefused(forged);
+      }
     });
 
     it('refuses garbage with InvalidToken, never a raw exception or a 5xx', async () => {

@@ -12,6 +12,7 @@ for (const name of ['lenient', 'leaky', 'chatty'] as const) {
       plugin: () => ({ use: fileURLToPath(new URL(`./${name}-plugin.mjs`, import.meta.url)), config: { issuer: idp.issuer } }),
       mint: ({ audience, expiresIn }) => idp.mint({ sub: 'someone', aud: audience }, { expiresIn }),
       mintUntrusted: ({ audience, expiresIn }) => stranger.mint({ sub: 'someone', aud: audience }, { expiresIn }),
+      trustedPublicJwk: idp.key.publicJwk,
       close: async () => {
         await idp.close();
         await stranger.close();
