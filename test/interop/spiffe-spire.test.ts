@@ -196,6 +196,50 @@ describe('SPIFFE and SPIRE, for real', () => {
   });
 });
 
+describe('JWT-SVIDs from another SPIRE trust domain', () => {
+  let ours: Spire | undefined;
+  let theirs: Spire | undefined;
+  let running: RunningBroker | undefined;
+  beforeAll(async () => {
+    if (unavailable) return;
+    [ours, theirs] = await Promise.all([startSpire(), startSpire({ trustDomain: 'partner.test' })]);
+    running = await startBroker(() => ({
+      clients: [{ id: 'spiffe://example.org/**', auth: { method: 'spiffe_jwt' }, grantTypes: ['client_credentials', 'token_exchange'] }, { id: 'public', auth: { method: 'none' } }],
+      plugins: [
+        { use: '@tessera/plugin-spiffe', config: { trustDomains: [{ name: 'example.org', bundle: { workloadApi: true } }], workloadApi: { address: `unix://${ours!.workloadSocket}` } } },
+        accessTokenPlugin,
+      ],
+      policy: { rules: [{ id: 'any', grant: { audiences: ['https://payments.example.test'] } }] },
+    }));
+  }, 180_000);
+  afterAll(async () => {
+    await running?.close();
+    await Promise.all([ours?.stop(), theirs?.stop()]);
+  }, 60_000);
+  beforeEach((ctx) => {
+    if (unavailable && spireRequired()) throw new Error(`TESSERA_REQUIRE_SPIRE=1 but ${unavailable}`);
+    if (unavailable) ctx.skip(unavailable);
+  });
+
+  it('refuses them as subject (invalid_request) and as client credential (invalid_client)', async () => {
+    const foreign = await theirs!.fetchJwtSvid(running!.issuer);
+    const asSubject = await postToken(running!.tokenEndpoint, {
+      grant_type: TOKEN_EXCHANGE,
+      client_id: 'public',
+      subject_token: foreign,
+      subject_token_type: JWT_SVID,
+      audience: 'https://payments.example.test',
+    });
+    expect([asSubject.status, asSubject.body.error]).toEqual([400, 'invalid_request']);
+    expect(running!.audit.records.at(-1)).toMatchObject({ reason: 'subject: untrusted_issuer: trust domain not trusted' });
+    const asClient = await postToken(running!.tokenEndpoint, { grant_type: 'client_credentials', client_assertion_type: JWT_SPIFFE, client_assertion: foreign, audience: 'https://payments.example.test' });
+    expect([asClient.status, asClient.body.error]).toEqual([401, 'invalid_client']);
+    // Our own domain's SVID still works.
+    const ours_ = await postToken(running!.tokenEndpoint, { grant_type: 'client_credentials', client_assertion_type: JWT_SPIFFE, client_assertion: await ours!.fetchJwtSvid(running!.issuer), audience: 'https://payments.example.test' });
+    expect(ours_.status).toBe(200);
+  });
+});
+
 describe('SPIRE refuses Tessera as a delegate', () => {
   let spire: Spire | undefined;
   beforeAll(async () => {
