@@ -6,12 +6,12 @@ import { GRANT_TYPE_TOKEN_EXCHANGE, InvalidRequest, UnsupportedGrantType, type K
 import type { BrokerConfig } from '../config/schema.js';
 import type { PromMetrics } from '../metrics.js';
 import type { TokenEndpoint } from '../oauth/token-endpoint.js';
-import type { TokenResponse } from '../oauth/token-response.js';
-import { spiffeExchangeParameters, spiffeExchangeResponse } from './spiffe-exchange.js';
 import { tokenRequestFrom, type FrontDoor } from '../oauth/request.js';
+import type { TokenResponse } from '../oauth/token-response.js';
 import { readFormBody } from './form-body.js';
 import { readJsonParameters } from './json-body.js';
 import { renderErrors } from './render-errors.js';
+import { spiffeExchangeParameters, spiffeExchangeResponse } from './spiffe-exchange.js';
 
 export interface HttpAppDeps {
   readonly tokenEndpoint: TokenEndpoint;

@@ -36,7 +36,7 @@ interface RegisteredClient {
 const MAX_ASSERTION_BYTES = 16_384;
 
 /** Client auth methods whose assertions a plugin verifies, by assertion type. */
-const PLUGIN_ASSERTION_METHODS: Readonly<Record<string, 'spiffe_jwt'>> = { [CLIENT_ASSERTION_TYPE_JWT_SPIFFE]: 'spiffe_jwt' };
+const PLUGIN_ASSERTION_METHODS: ReadonlyMap<string, 'spiffe_jwt'> = new Map([[CLIENT_ASSERTION_TYPE_JWT_SPIFFE, 'spiffe_jwt']]);
 
 export interface ClientAuthDeps {
   readonly jwks: JwksCache;
@@ -73,7 +73,7 @@ export class ClientAuthenticator {
 
   /** Assertion types some configured client needs a plugin verifier for. */
   requiredAssertionTypes(): string[] {
-    return Object.entries(PLUGIN_ASSERTION_METHODS)
+    return [...PLUGIN_ASSERTION_METHODS]
       .filter(([, method]) => this.#workloadClients.some((client) => client.config.auth.method === method))
       .map(([type]) => type);
   }
@@ -151,7 +151,7 @@ export class ClientAuthenticator {
   async #assertion(request: TokenRequest): Promise<AuthenticatedClient> {
     const type = request.get('client_assertion_type');
     const assertion = request.get('client_assertion');
-    if (type !== undefined && assertion !== undefined && PLUGIN_ASSERTION_METHODS[type]) return this.#pluginAssertion(request, type, assertion);
+    if (type !== undefined && assertion !== undefined && PLUGIN_ASSERTION_METHODS.has(type)) return this.#pluginAssertion(request, type, assertion);
     if (type !== CLIENT_ASSERTION_TYPE_JWT_BEARER || assertion === undefined) {
       throw new InvalidClient(undefined, { detail: 'client_auth: unsupported or missing client_assertion_type' });
     }
@@ -232,7 +232,7 @@ export class ClientAuthenticator {
     }
     const id = identity.subject;
     const config = this.#workloadClient(id);
-    if (!config || config.auth.method !== PLUGIN_ASSERTION_METHODS[type]) throw new InvalidClient(undefined, { detail: 'client_auth: no client matches the assertion subject' });
+    if (!config || config.auth.method !== PLUGIN_ASSERTION_METHODS.get(type)) throw new InvalidClient(undefined, { detail: 'client_auth: no client matches the assertion subject' });
     const bodyId = request.get('client_id');
     if (bodyId !== undefined && bodyId !== id) throw new InvalidClient(undefined, { detail: 'client_auth: client_id mismatch' });
     // The assertion is for this broker only: no audience besides its issuer or token endpoint.
@@ -247,7 +247,7 @@ export class ClientAuthenticator {
       if (typeof identity.claims.jti !== 'string') throw new InvalidClient(undefined, { detail: 'client_auth: bad jti' });
       await this.#consumeJti(id, identity.claims.jti, exp);
     }
-    return { id, authMethod: PLUGIN_ASSERTION_METHODS[type], identity };
+    return { id, authMethod: PLUGIN_ASSERTION_METHODS.get(type)!, identity };
   }
 
   /** Long-lived assertions defeat replay protection: cap both the remaining and the declared lifetime. */
