@@ -17,7 +17,9 @@ const BODY = 'Action=GetCallerIdentity&Version=2011-06-15';
  */
 export async function signedCallerIdentityRequest(options: SourceOptions): Promise<{ token: string }> {
   const region = options.awsRegion ?? process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION;
-  const endpoint = new URL(options.awsStsEndpoint ?? (region ? `https://sts.${region}.amazonaws.com/` : 'https://sts.amazonaws.com/'));
+  // China regions live in their own partition and domain.
+  const domain = region?.startsWith('cn-') ? 'amazonaws.com.cn' : 'amazonaws.com';
+  const endpoint = new URL(options.awsStsEndpoint ?? (region ? `https://sts.${region}.${domain}/` : 'https://sts.amazonaws.com/'));
   const request = new HttpRequest({
     method: 'POST',
     protocol: endpoint.protocol,

@@ -1,4 +1,5 @@
-import { readFile, rename, writeFile } from 'node:fs/promises';
+import { createHash, randomUUID } from 'node:crypto';
+import { readFile, rename, stat, writeFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { ExchangeError, TesseraClient, type ClientCredentials, type ExchangedToken } from './client.js';
 import { SourceError, type SourceKind } from './sources.js';
@@ -57,6 +58,10 @@ export async function runExchangeCommand(args: string[], out: (text: string) => 
     },
   });
   if (!values.broker || !URL.canParse(values.broker)) throw new ExchangeUsageError('--broker URL is required');
+  const broker = new URL(values.broker);
+  if (broker.protocol !== 'https:' && !(broker.protocol === 'http:' && ['localhost', '127.0.0.1', '[::1]'].includes(broker.hostname))) {
+    throw new ExchangeUsageError('--broker must be https (http only on loopback)');
+  }
   const from = values.from as SourceKind;
   if (!SOURCES.includes(from)) throw new ExchangeUsageError(`--from must be one of ${SOURCES.join(', ')}`);
   if (!values.audience || values.audience.length === 0) throw new ExchangeUsageError('--audience is required');
@@ -75,7 +80,10 @@ export async function runExchangeCommand(args: string[], out: (text: string) => 
     ...(values.scope ? { scope: values.scope } : {}),
     ...(values['requested-token-type'] ? { requestedTokenType: values['requested-token-type'] } : {}),
   };
-  const key = JSON.stringify([values.broker, from, request]);
+  // Everything that decides whose token this is: two identities sharing a cache file never get each other's.
+  const key = createHash('sha256')
+    .update(JSON.stringify([values.broker, from, request, values['client-id'] ?? '', values['client-secret-file'] ?? '', values['spiffe-client-auth'] ?? false, values['token-file'] ?? '', values['subject-audience'] ?? '', values['spiffe-endpoint'] ?? '', values['azure-client-id'] ?? '', values['aws-region'] ?? '', values['aws-sts-endpoint'] ?? '']))
+    .digest('hex');
   const cached = values.cache ? await readCache(values.cache, key) : undefined;
   let token = cached;
   if (!token) {
@@ -107,18 +115,26 @@ export async function runExchangeCommand(args: string[], out: (text: string) => 
   return 0;
 }
 
+/** A cache entry is used only if it is ours: owned by this user, not readable by others, well formed. */
 async function readCache(path: string, key: string): Promise<ExchangedToken | undefined> {
   try {
-    const cached = JSON.parse(await readFile(path, 'utf8')) as CacheFile;
-    return cached.key === key && Date.now() < cached.refreshAt ? cached.token : undefined;
+    const info = await stat(path);
+    if ((process.getuid && info.uid !== process.getuid()) || (info.mode & 0o077) !== 0) return undefined;
+    const cached = JSON.parse(await readFile(path, 'utf8')) as Partial<CacheFile>;
+    const token = cached.token;
+    if (cached.key !== key || typeof cached.refreshAt !== 'number' || Date.now() >= cached.refreshAt) return undefined;
+    return token && typeof token.access_token === 'string' && typeof token.expires_in === 'number' ? token : undefined;
   } catch {
     return undefined;
   }
 }
 
-/** Written whole and owner-only, so a concurrent reader never sees half a token and others none. */
+/**
+ * Written whole and owner-only: a fresh file (exclusive create, random name) renamed into place, so a
+ * concurrent reader never sees half a token and a planted file or symlink cannot take the write.
+ */
 async function writeCache(path: string, entry: CacheFile): Promise<void> {
-  const temporary = `${path}.${process.pid}.tmp`;
-  await writeFile(temporary, JSON.stringify(entry), { mode: 0o600 });
+  const temporary = `${path}.${randomUUID()}.tmp`;
+  await writeFile(temporary, JSON.stringify(entry), { mode: 0o600, flag: 'wx' });
   await rename(temporary, path);
 }

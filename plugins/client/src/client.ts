@@ -63,7 +63,12 @@ export class TesseraClient {
   readonly #cache = new Map<string, Cached>();
   readonly #pending = new Map<string, Promise<ExchangedToken>>();
 
-  constructor(private readonly options: TesseraClientOptions) {}
+  constructor(private readonly options: TesseraClientOptions) {
+    // The subject token and any client secret travel in the request: never in clear off this host.
+    const url = new URL(options.tokenEndpoint ?? options.broker);
+    const loopback = ['localhost', '127.0.0.1', '[::1]'].includes(url.hostname);
+    if (url.protocol !== 'https:' && !(url.protocol === 'http:' && loopback)) throw new TypeError('the broker must be reached over https (http only on loopback)');
+  }
 
   async token(request: ExchangeRequest): Promise<ExchangedToken> {
     const key = JSON.stringify([request.audience, request.scope ?? [], request.requestedTokenType ?? '']);
@@ -102,12 +107,14 @@ export class TesseraClient {
     const endpoint = this.options.tokenEndpoint ?? `${this.options.broker.replace(/\/$/, '')}/token`;
     const response = await (this.options.fetch ?? fetch)(endpoint, { method: 'POST', headers, body: form, signal, redirect: 'error' });
     const text = await response.text();
-    let body: Record<string, unknown>;
+    let parsed: unknown;
     try {
-      body = JSON.parse(text) as Record<string, unknown>;
+      parsed = JSON.parse(text);
     } catch {
       throw new ExchangeError(response.status, 'invalid_response', 'the broker did not answer JSON');
     }
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new ExchangeError(response.status, 'invalid_response', 'the broker did not answer a JSON object');
+    const body = parsed as Record<string, unknown>;
     if (!response.ok) throw new ExchangeError(response.status, String(body.error ?? 'unknown_error'), typeof body.error_description === 'string' ? body.error_description : undefined);
     if (typeof body.access_token !== 'string' || typeof body.expires_in !== 'number') throw new ExchangeError(response.status, 'invalid_response', 'no access_token or expires_in');
     return body as unknown as ExchangedToken;

@@ -50,8 +50,12 @@ export const TOKEN_TYPES: Readonly<Record<SourceKind, string>> = {
   'oidc-file': 'urn:ietf:params:oauth:token-type:jwt',
 };
 
-/** The projected token Kubernetes mounts for an audience-bound volume; the legacy path is the fallback. */
-const K8S_TOKEN_FILES = ['/var/run/secrets/tokens/tessera', '/var/run/secrets/kubernetes.io/serviceaccount/token'];
+/**
+ * The projected token mounted for the broker's audience. Never the default service-account mount: that
+ * token is for the API server, and sending it to the broker would hand a cluster credential to it and
+ * to every proxy on the way, only to be refused.
+ */
+const K8S_TOKEN_FILES = ['/var/run/secrets/tokens/tessera'];
 
 export async function obtainSubjectToken(kind: SourceKind, options: SourceOptions): Promise<SubjectToken> {
   switch (kind) {
@@ -81,7 +85,7 @@ async function fromFile(kind: 'k8s' | 'oidc-file', options: SourceOptions): Prom
     }
     return { token, tokenType: TOKEN_TYPES[kind], ...expiryOf(token) };
   }
-  throw new SourceError(kind, `cannot read a token from ${candidates.join(' or ')}${kind === 'k8s' ? ' (mount a projected serviceAccountToken with the broker as audience)' : ''}`);
+  throw new SourceError(kind, `cannot read a token from ${candidates.join(' or ')}${kind === 'k8s' ? ' (mount a projected serviceAccountToken with the broker as audience there, or pass --token-file)' : ''}`);
 }
 
 async function fromWorkloadApi(options: SourceOptions): Promise<SubjectToken> {

@@ -1,5 +1,5 @@
 import 'reflect-metadata';
-import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, readFile, stat, writeFile } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -62,6 +62,22 @@ describe('tessera exchange', () => {
     const third = await run(['--from', 'k8s', '--token-file', file, '--cache', cache, '--output', 'json']);
     expect(third.printed).not.toBe(first.printed);
     expect(running.audit.records.length).toBe(audited + 1);
+  });
+
+  it('keeps its cache owner-only, and ignores a cache file others could have written', async () => {
+    const file = join(dir, 'k8s-token-2');
+    await writeFile(file, await idp.mint({ sub: 'system:serviceaccount:payments:web', aud: running.issuer }));
+    const cache = join(dir, 'cache-2.json');
+    await run(['--from', 'k8s', '--token-file', file, '--cache', cache]);
+    expect((await stat(cache)).mode & 0o777).toBe(0o600);
+    await chmod(cache, 0o644);
+    const audited = running.audit.records.length;
+    await run(['--from', 'k8s', '--token-file', file, '--cache', cache]);
+    expect(running.audit.records.length).toBe(audited + 1);
+  });
+
+  it('refuses a broker reached in clear over the network', async () => {
+    await expect(runExchangeCommand(['--broker', 'http://sts.example.com', '--from', 'k8s', '--audience', API])).rejects.toThrow(/https/);
   });
 
   it('reports plainly which side failed', async () => {
