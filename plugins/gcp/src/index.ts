@@ -58,7 +58,16 @@ const serviceAccountPattern = z
   .refine((pattern) => {
     const labels = pattern.slice(pattern.indexOf('@') + 1).split('.');
     return labels.length >= 2 && labels.slice(-2).every((label) => label !== '' && !label.includes('*'));
-  }, 'the domain must end in two labels without wildcards (e.g. iam.gserviceaccount.com)');
+  }, 'the domain must end in two labels without wildcards (e.g. iam.gserviceaccount.com)')
+  // gserviceaccount.com is shared by every Google Cloud project, like a public suffix: the project (or,
+  // for Google-managed accounts under one shared domain, the whole account) must be written out.
+  .refine((pattern) => {
+    const [local = '', domain = ''] = pattern.split('@');
+    if (!domain.endsWith('gserviceaccount.com')) return true;
+    if (domain === 'iam.gserviceaccount.com' || /^[^.*]+\.iam\.gserviceaccount\.com$/.test(domain)) return domain !== 'iam.gserviceaccount.com';
+    // developer., appspot., cloudservices.gserviceaccount.com hold accounts of every project.
+    return !local.includes('*') && !domain.includes('*');
+  }, 'under gserviceaccount.com the project must be literal (*@my-project.iam.gserviceaccount.com); shared domains need the whole account written out');
 
 export const gcpConfigSchema = z
   .object({

@@ -211,3 +211,16 @@ describe('@tessera/plugin-gcp', () => {
     });
   });
 });
+
+describe('service account patterns under gserviceaccount.com', () => {
+  it('treats gserviceaccount.com like a public suffix: the project or the whole account is written out', () => {
+    const accepts = (pattern: string) => gcpConfigSchema.safeParse({ serviceAccounts: [pattern] }).success;
+    // Anyone can create a project: these would admit every project's accounts.
+    expect(accepts('*@*.iam.gserviceaccount.com')).toBe(false);
+    expect(accepts('**@**.gserviceaccount.com')).toBe(false);
+    expect(accepts('*-compute@developer.gserviceaccount.com')).toBe(false);
+    expect(accepts('x@iam.gserviceaccount.com')).toBe(false);
+    expect(accepts('*@my-project.iam.gserviceaccount.com')).toBe(true);
+    expect(accepts('123456789012-compute@developer.gserviceaccount.com')).toBe(true);
+  });
+});
