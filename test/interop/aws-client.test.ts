@@ -38,7 +38,7 @@ describe.skipIf(!moto)(`tessera exchange --from aws, against moto's STS${moto ? 
     process.env = saved;
     await running?.close();
     await server?.close();
-  });
+  }, 60_000);
 
   it('proves the assumed role to the broker and gets a token for it', async () => {
     let printed = '';

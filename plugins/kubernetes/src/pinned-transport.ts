@@ -39,16 +39,21 @@ export class PinnedTransport implements PromiseHttpLibrary {
     let content: Buffer;
     if (dispatcher) {
       // The kubeconfig's TLS settings (CA, client certificate, proxy) live in this dispatcher. Its plain
-      // request API never follows redirects.
-      const response = await dispatcher.request({ origin: url.origin, path: `${url.pathname}${url.search}`, method, headers, body: body ?? null, signal: this.signal });
-      status = response.statusCode;
-      responseHeaders = flatten(response.headers);
-      if (isRedirect(status)) {
-        // Destroying an unread body errors it; nobody is left to listen, so swallow that one error.
-        response.body.on('error', () => undefined).destroy();
-        throw new TransportRefusal('redirect');
+      // request API never follows redirects. The client library builds a new one per request, so it is
+      // closed here: otherwise every review leaves an idle TLS connection behind.
+      try {
+        const response = await dispatcher.request({ origin: url.origin, path: `${url.pathname}${url.search}`, method, headers, body: body ?? null, signal: this.signal });
+        status = response.statusCode;
+        responseHeaders = flatten(response.headers);
+        if (isRedirect(status)) {
+          // Destroying an unread body errors it; nobody is left to listen, so swallow that one error.
+          response.body.on('error', () => undefined).destroy();
+          throw new TransportRefusal('redirect');
+        }
+        content = await readCapped(response.body);
+      } finally {
+        await (dispatcher as { destroy?: () => Promise<void> }).destroy?.().catch(() => undefined);
       }
-      content = await readCapped(response.body);
     } else {
       // No kubeconfig TLS settings (system CAs, bearer credentials): the platform fetch, told not to follow.
       const response = await fetch(url, { method, headers, ...(body !== undefined ? { body } : {}), signal: this.signal, redirect: 'manual' });

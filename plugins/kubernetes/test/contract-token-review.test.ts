@@ -21,6 +21,7 @@ describeValidatorContract('@tessera/plugin-kubernetes (tokenReview)', async () =
     }),
     mint: ({ audience, expiresIn }) => mintProjected(cluster, audience, workload(), { expiresIn: expiresIn ?? 300 }),
     mintUntrusted: ({ audience, expiresIn }) => mintProjected(stranger, audience, workload(), { expiresIn: expiresIn ?? 300 }),
+    trustedPublicJwk: cluster.key.publicJwk,
     stallUpstream: () => api.stall(),
     close: async () => {
       await api.close();
