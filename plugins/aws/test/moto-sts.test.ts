@@ -1,8 +1,6 @@
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GRANT_TYPE_TOKEN_EXCHANGE } from '@tessera/plugin-sdk';
-import { startContractBroker, type ContractBroker } from '@tessera/plugin-testkit/contract';
+import { ECHO_ISSUER, startContractBroker, TOKEN_TYPE_CONTRACT_ECHO, type ContractBroker } from '@tessera/plugin-testkit/contract';
 import { TOKEN_TYPE_AWS_STS, TOKEN_TYPE_STARFLY_AWS_STS } from '../src/index.js';
 import { MOTO_ACCOUNT, MOTO_SKIP_REASON, MotoServer, requireMotoOrSkip, type AwsCredentials } from './moto.js';
 import { decodeProof, encodeEnvelope, signProof, tamperSignature } from './proof.js';
@@ -11,9 +9,6 @@ import { decodeProof, encodeEnvelope, signProof, tamperSignature } from './proof
 // verification, real error documents, through a broker loaded from config like an operator's.
 
 const moto = requireMotoOrSkip();
-/** The kit's test-only issuer: an allowed grant gets a 200 without any real issuer plugin. */
-const ECHO_ISSUER = join(dirname(createRequire(import.meta.url).resolve('@tessera/plugin-testkit/contract')), 'echo-issuer.js');
-const TOKEN_TYPE_CONTRACT_ECHO = 'urn:tessera:token-type:contract-echo';
 const DEPLOY = 'https://deploy.example.test';
 
 describe.skipIf(!moto)(`AWS STS proofs against moto${moto ? '' : ` (skipped: ${MOTO_SKIP_REASON})`}`, () => {
@@ -37,7 +32,7 @@ describe.skipIf(!moto)(`AWS STS proofs against moto${moto ? '' : ` (skipped: ${M
     alice = await server.createUser('alice', '/eng/');
     await server.verifySignatures();
     running = await startContractBroker(() => ({
-      plugins: [{ use: '@tessera/plugin-aws', config: pluginConfig() }, { use: ECHO_ISSUER }],
+      plugins: [{ use: '@tessera/plugin-aws', config: pluginConfig() }, ECHO_ISSUER],
       rules: [
         {
           id: 'deployers-deploy',
@@ -135,7 +130,7 @@ describe.skipIf(!moto)(`AWS STS proofs against moto${moto ? '' : ` (skipped: ${M
     const other = await startContractBroker(() => ({
       plugins: [
         { use: '@tessera/plugin-aws', config: pluginConfig({ allowIamUsers: true, roleArns: [`arn:aws:iam::${MOTO_ACCOUNT}:role/deployer`] }) },
-        { use: ECHO_ISSUER },
+        ECHO_ISSUER,
       ],
     }));
     try {

@@ -1,13 +1,9 @@
-import { createRequire } from 'node:module';
 import { expect } from 'vitest';
-import { dirname, join } from 'node:path';
 import { GRANT_TYPE_TOKEN_EXCHANGE, type TokenTypeUrn, type ValidationContext } from '@tessera/plugin-sdk';
-import { startContractBroker, type ContractBroker } from '@tessera/plugin-testkit/contract';
+import { ECHO_ISSUER, startContractBroker, TOKEN_TYPE_CONTRACT_ECHO, type ContractBroker } from '@tessera/plugin-testkit/contract';
 import { TOKEN_TYPE_KUBERNETES_SA } from '../src/index.js';
 
-/** The testkit's test-only issuer: answers any allowed grant, so these tests need no issuer plugin. */
-export const TOKEN_TYPE_CONTRACT_ECHO = 'urn:tessera:token-type:contract-echo' satisfies TokenTypeUrn;
-const ECHO_ISSUER = { use: join(dirname(createRequire(import.meta.url).resolve('@tessera/plugin-testkit/contract')), 'echo-issuer.js') };
+export { TOKEN_TYPE_CONTRACT_ECHO };
 
 /** A real broker on loopback with this plugin (loaded as an operator would) and the echo issuer. */
 export function startBroker(config: Record<string, unknown>, rules?: readonly Record<string, unknown>[]): Promise<ContractBroker> {

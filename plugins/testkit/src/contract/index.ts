@@ -1,4 +1,5 @@
-export { describeValidatorContract } from './validator-contract.js';
+export { describeValidatorContract, ECHO_ISSUER } from './validator-contract.js';
+export { TOKEN_TYPE_CONTRACT_ECHO } from './echo-issuer.js';
 export type { MintRequest, ValidatorContractOptions, ValidatorFixture } from './validator-contract.js';
 export { describeIssuerContract } from './issuer-contract.js';
 export type { IssuerFixture } from './issuer-contract.js';

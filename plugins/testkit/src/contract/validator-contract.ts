@@ -54,7 +54,7 @@ export interface ValidatorContractOptions {
 
 const SLACK_MS = 2_000;
 /** Loaded by path like any local plugin, so the broker needs no real issuer to answer 200. */
-const ECHO_ISSUER: PluginUnderTest = { use: fileURLToPath(new URL('./echo-issuer.js', import.meta.url)) };
+export const ECHO_ISSUER: PluginUnderTest = { use: fileURLToPath(new URL('./echo-issuer.js', import.meta.url)) };
 
 /**
  * The contract every subject validator meets, as vitest suites. Runs the plugin twice over: called
