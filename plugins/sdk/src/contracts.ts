@@ -43,7 +43,20 @@ export interface ValidationContext {
    * plugin was configured to accept (set by the SPIFFE exchange door).
    */
   readonly brokerAudienceOnly?: boolean;
+  /**
+   * The authenticated client, when the token is a subject or actor token. A token the broker issued
+   * itself may be exchanged by the client it names as audience.
+   */
+  readonly client?: AuthenticatedClient;
 }
+
+/**
+ * Which identities core accepts as delegation actors (RFC 8693 `actor_token`). Only identities the
+ * deployment already trusts may act: a workload's SPIFFE JWT-SVID (`workload`: the subject must be a
+ * SPIFFE ID of the trust domain named by the issuer), or a token this broker issued itself (`broker`:
+ * the issuer must be the broker). Identities from validators that declare neither are refused as actors.
+ */
+export type ActorTrust = 'workload' | 'broker';
 
 /**
  * Proves who a presented token speaks for. Throw `InvalidToken` for anything wrong with the token;
@@ -52,6 +65,8 @@ export interface ValidationContext {
 export interface SubjectValidator {
   /** Token type URNs handled. Data, not a predicate: registries key on it and publish it. */
   readonly tokenTypes: readonly TokenTypeUrn[];
+  /** Set only by validators whose identities may act for others (see `ActorTrust`). */
+  readonly actorTrust?: ActorTrust;
   validate(token: string, ctx: ValidationContext): Promise<VerifiedIdentity>;
 }
 
@@ -89,6 +104,18 @@ export interface AuthenticatedClient {
   readonly identity?: VerifiedIdentity;
 }
 
+/**
+ * One party in a delegation chain, as an RFC 8693 §4.1 `act` claim names it. `act` nests the party
+ * that acted before this one: the outermost entry is the current actor.
+ */
+export interface ActClaim {
+  readonly sub: string;
+  readonly iss?: string;
+  /** The actor's SPIFFE ID, when it is a workload. */
+  readonly spiffe_id?: string;
+  readonly act?: ActClaim;
+}
+
 /** What policy allowed: the only input an issuer needs. */
 export interface Grant {
   /** The OAuth grant type of the request. */
@@ -105,6 +132,16 @@ export interface Grant {
   readonly ruleId: string;
   /** Issuer-specific parameters from the rule (`grant.issuerParameters`), templates already filled. */
   readonly parameters: Readonly<Record<string, string | readonly string[]>>;
+  /**
+   * The delegation chain to record, current actor outermost (present only for delegation, or when the
+   * subject token already carried one). An issuer that cannot carry it must refuse the grant.
+   */
+  readonly act?: ActClaim;
+  /**
+   * Extra claims policy maps into the issued token (`grant.claims`); never a registered claim. An issuer
+   * that cannot carry them must refuse the grant.
+   */
+  readonly claims?: Readonly<Record<string, unknown>>;
 }
 
 export interface IssueContext {
@@ -130,4 +167,9 @@ export interface TokenIssuer {
   /** Requested token types handled (`requested_token_type`). */
   readonly tokenTypes: readonly TokenTypeUrn[];
   issue(grant: Grant, ctx: IssueContext): Promise<IssuedToken>;
+  /**
+   * The claims `issue` would put in the token, unsigned and without contacting anything (used by
+   * `tessera policy explain`). Optional; must never have side effects.
+   */
+  preview?(grant: Grant, ctx: Omit<IssueContext, 'signal'>): Readonly<Record<string, unknown>>;
 }

@@ -1,4 +1,6 @@
 export type {
+  ActClaim,
+  ActorTrust,
   AttributeExtractor,
   AuthenticatedClient,
   ClientAssertionVerifier,
@@ -42,6 +44,7 @@ export type {
   MetricLabels,
   Metrics,
   ReplayStore,
+  RevocationList,
   SignedToken,
 } from './services.js';
 export { token, tokens } from './tokens.js';
@@ -63,7 +66,7 @@ export {
   TOKEN_TYPE_STARFLY_SPIFFE_SVID,
 } from './token-types.js';
 /** Version of the plugin API this SDK describes; plugins declare a range over it. */
-export const PLUGIN_API_VERSION = '1.1.0';
+export const PLUGIN_API_VERSION = '1.2.0';
 export { ASYMMETRIC_ALGORITHMS, DEFAULT_ALGORITHMS, fetchableUrl, JwtVerifier, toInvalidToken, trustedIssuerSchema } from './jwt-verifier.js';
 export type { JwtVerifierDeps, JwtVerifierOptions, TrustedIssuerConfig, VerifiedJwt } from './jwt-verifier.js';
 export { compileGlob } from './glob.js';

@@ -65,6 +65,15 @@ export interface ReplayStore {
   consume(key: string, expiresAt: Date): Promise<boolean>;
 }
 
+/**
+ * Identifiers (`jti`) of broker-issued tokens that were revoked (RFC 7009), kept until the token would
+ * have expired anyway. Replicas need a shared list.
+ */
+export interface RevocationList {
+  revoke(jti: string, expiresAt: Date): Promise<void>;
+  isRevoked(jti: string): Promise<boolean>;
+}
+
 export type MetricLabels = Readonly<Record<string, string>>;
 
 export interface Counter {

@@ -1,4 +1,4 @@
-import type { BrokerInfo, Clock, HttpFetcher, JwksCache, KeyRing, Logger, Metrics, ReplayStore } from './services.js';
+import type { BrokerInfo, Clock, HttpFetcher, JwksCache, KeyRing, Logger, Metrics, ReplayStore, RevocationList } from './services.js';
 
 declare const tokenType: unique symbol;
 
@@ -21,6 +21,7 @@ export const tokens = {
   jwksCache: token<JwksCache>('tessera.jwksCache'),
   keyRing: token<KeyRing>('tessera.keyRing'),
   replayStore: token<ReplayStore>('tessera.replayStore'),
+  revocationList: token<RevocationList>('tessera.revocationList'),
   brokerInfo: token<BrokerInfo>('tessera.brokerInfo'),
   metrics: token<Metrics>('tessera.metrics'),
 } as const;
