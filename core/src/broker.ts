@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 
 import type Koa from 'koa';
 import { container as rootContainer, type DependencyContainer } from 'tsyringe';
-import { tokens, TOKEN_TYPE_JWT_SVID, type BrokerInfo, type ClientAssertionVerifier, type Clock, type Logger, type ReplayStore, type Token } from '@tessera/plugin-sdk';
+import { tokens, TOKEN_TYPE_JWT_SVID, type BrokerInfo, type ClientAssertionVerifier, type Clock, type Logger, type ReplayStore, type RevocationList, type Token } from '@tessera/plugin-sdk';
 import { PinoAuditSink, type AuditSink } from './audit/audit-log.js';
 import { systemClock } from './clock.js';
 import { ConfigError, type Locator } from './config/errors.js';
@@ -21,6 +21,7 @@ import { createLogger } from './logging.js';
 import { ClientAuthenticator } from './oauth/client-auth.js';
 import { ExchangePipeline } from './oauth/exchange-pipeline.js';
 import { InMemoryReplayStore } from './oauth/replay-store.js';
+import { InMemoryRevocationList, RevocationEndpoint } from './oauth/revocation.js';
 import { GRANT_TYPE_URIS, TOKEN_ENDPOINT_METRICS, TokenEndpoint } from './oauth/token-endpoint.js';
 import { initPlugins, resolvePlugins, type LoadedPlugin } from './plugins/loader.js';
 import { IssuerRegistry, ValidatorRegistry } from './plugins/registry.js';
@@ -35,6 +36,8 @@ export interface BrokerOptions {
   readonly logger?: Logger;
   readonly audit?: AuditSink;
   readonly replayStore?: ReplayStore;
+  /** Revoked token ids (RFC 7009); replicas need a shared one. */
+  readonly revocationList?: RevocationList;
   /** DNS resolution for outbound fetches (tests point names at loopback); every answer is still checked. */
   readonly resolver?: Resolver;
   readonly jwks?: Partial<RemoteJwksOptions>;
@@ -60,9 +63,9 @@ export interface Broker {
 }
 
 /** Derives where the broker is reached from its issuer identifier. */
-export function brokerInfoFor(issuer: string): BrokerInfo & { basePath: string; jwksUri: string } {
+export function brokerInfoFor(issuer: string): BrokerInfo & { basePath: string; jwksUri: string; revocationEndpoint: string } {
   const base = issuer.replace(/\/$/, '');
-  return { issuer, tokenEndpoint: `${base}/token`, jwksUri: `${base}/keys`, basePath: new URL(issuer).pathname };
+  return { issuer, tokenEndpoint: `${base}/token`, jwksUri: `${base}/keys`, revocationEndpoint: `${base}/revoke`, basePath: new URL(issuer).pathname };
 }
 
 /**
@@ -91,6 +94,8 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions 
   provideValue(container, tokens.jwksCache, jwks);
   provideValue(container, tokens.keyRing, keyRing);
   provideValue(container, tokens.replayStore, options.replayStore ?? new InMemoryReplayStore(clock));
+  // Before plugins start: the access-token plugin checks it for its own tokens.
+  provideValue(container, tokens.revocationList, options.revocationList ?? new InMemoryRevocationList(clock));
   provideValue(container, tokens.brokerInfo, { issuer: info.issuer, tokenEndpoint: info.tokenEndpoint });
   const metrics = new PromMetrics();
   provideValue(container, tokens.metrics, metrics.forPlugins(TOKEN_ENDPOINT_METRICS));
@@ -134,7 +139,7 @@ async function assemble(config: BrokerConfig, options: BrokerOptions & { baseDir
   const issuers = new IssuerRegistry();
   for (const plugin of plugins) {
     for (const validator of plugin.provides.validators ?? []) validators.add(plugin.name, validator);
-    for (const issuer of plugin.provides.issuers ?? []) issuers.add(plugin.name, issuer);
+    for (const issuer of plugin.provides.issuers ?? []) issuers.add(plugin.name, issuer, plugin.apiVersion);
   }
   const extractors = plugins.flatMap((plugin) => (plugin.provides.attributeExtractors ?? []).map((extractor) => ({ plugin: plugin.name, extractor })));
   const assertionVerifiers = new Map<string, ClientAssertionVerifier>();
@@ -156,7 +161,7 @@ async function assemble(config: BrokerConfig, options: BrokerOptions & { baseDir
     audit = sink;
   }
   provideValue(container, coreTokens.audit, audit);
-  provideFactory(container, coreTokens.policy, () => new PolicyEngine(config.policy.rules));
+  provideFactory(container, coreTokens.policy, () => new PolicyEngine(config.policy.rules, { brokerIssuer: config.issuer }));
   provideFactory(
     container,
     coreTokens.clientAuthenticator,
@@ -184,6 +189,8 @@ async function assemble(config: BrokerConfig, options: BrokerOptions & { baseDir
         log: resolve(c, tokens.logger),
         broker: resolve(c, tokens.brokerInfo),
         validationTimeoutMs: config.limits.validationTimeoutMs,
+        maxChainDepth: config.delegation.maxChainDepth,
+        maxIssuedTokenBytes: config.limits.maxIssuedTokenBytes,
       }),
   );
   provideFactory(
@@ -201,6 +208,22 @@ async function assemble(config: BrokerConfig, options: BrokerOptions & { baseDir
       }),
   );
 
+  provideFactory(
+    container,
+    coreTokens.revocationEndpoint,
+    (c) =>
+      new RevocationEndpoint({
+        authenticator: resolve(c, coreTokens.clientAuthenticator),
+        keyRing: resolve(c, tokens.keyRing),
+        revocationList: resolve(c, tokens.revocationList),
+        audit: resolve(c, coreTokens.audit),
+        clock: resolve(c, tokens.clock),
+        log: resolve(c, tokens.logger),
+        broker: resolve(c, tokens.brokerInfo),
+        maxTokenBytes: config.limits.maxIssuedTokenBytes,
+      }),
+  );
+
   // Resolve eagerly so config errors (bad client keys, bad hashes, bad rule defaults) stop startup, not the first request.
   resolve(container, coreTokens.policy);
   const authenticator = resolve(container, coreTokens.clientAuthenticator);
@@ -210,6 +233,7 @@ async function assemble(config: BrokerConfig, options: BrokerOptions & { baseDir
   const grantTypes = [...new Set(config.clients.flatMap((client) => client.grantTypes))].map((name) => GRANT_TYPE_URIS[name]);
   const app = createHttpApp({
     tokenEndpoint: resolve(container, coreTokens.tokenEndpoint),
+    revocationEndpoint: resolve(container, coreTokens.revocationEndpoint),
     keyRing,
     log,
     metrics,
@@ -224,6 +248,7 @@ async function assemble(config: BrokerConfig, options: BrokerOptions & { baseDir
       authSigningAlgorithms: authenticator.signingAlgorithms(),
       subjectTokenTypes: validators.types(),
       issuedTokenTypes: issuers.types(),
+      ...(config.endpoints.revocation.enabled ? { revocationEndpoint: info.revocationEndpoint } : {}),
     }),
   });
 

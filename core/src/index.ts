@@ -14,7 +14,7 @@ export { resolvePlugins } from './plugins/loader.js';
 export { checkConfig } from './config/check.js';
 export type { LoadedPlugin, PluginEntryResult } from './plugins/loader.js';
 export { MemoryAuditSink } from './audit/audit-log.js';
-export type { AuditRecord, AuditSink } from './audit/audit-log.js';
+export type { AuditEntry, AuditRecord, AuditSink, RevocationAuditRecord } from './audit/audit-log.js';
 export { coreTokens } from './di/tokens.js';
 export { hashClientSecret } from './oauth/client-secret.js';
 export { TOKEN_TYPE_CLIENT } from './oauth/client-credentials.js';
@@ -26,6 +26,7 @@ export { RemoteJwksCache, DEFAULT_JWKS_OPTIONS } from './keys/remote-jwks.js';
 export type { RemoteJwksOptions } from './keys/remote-jwks.js';
 export { LocalKeyRing, loadKeyRing, generatePrivateJwk } from './keys/key-ring.js';
 export { InMemoryReplayStore } from './oauth/replay-store.js';
+export { InMemoryRevocationList } from './oauth/revocation.js';
 export { silentLogger } from './logging.js';
 // The plugin contracts, as core speaks them (defined in the SDK so plugins never depend on core).
 export type { SubjectValidator, TokenIssuer, VerifiedIdentity, Grant, IssuedToken } from '@tessera/plugin-sdk';

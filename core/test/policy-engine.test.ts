@@ -17,9 +17,12 @@ type RuleInput = NonNullable<NonNullable<BrokerConfigInput['policy']>['rules']>[
 
 const NOW = new Date('2030-01-01T00:00:00Z');
 
-function engine(...rules: RuleInput[]): PolicyEngine {
+function engine(rule?: RuleInput | string, ...more: (RuleInput | string)[]): PolicyEngine {
+  const all = [rule, ...more].filter((item) => item !== undefined);
+  const rules = all.filter((item): item is RuleInput => typeof item !== 'string');
+  const brokerIssuer = all.find((item): item is string => typeof item === 'string');
   const config = brokerConfigSchema.parse({ issuer: 'https://broker.example', policy: { rules } });
-  return new PolicyEngine(config.policy.rules);
+  return new PolicyEngine(config.policy.rules, brokerIssuer ? { brokerIssuer } : {});
 }
 
 function identity(overrides: Partial<VerifiedIdentity> = {}): VerifiedIdentity {
@@ -42,6 +45,7 @@ function request(overrides: Partial<PolicyRequest> = {}): PolicyRequest {
     endpoint: 'token',
     client: { id: 'client-a', authMethod: 'private_key_jwt' },
     subject: identity(),
+    chain: [],
     requestedTokenType: TOKEN_TYPE_ACCESS_TOKEN,
     targets: ['https://api.example'],
     scopes: undefined,
@@ -100,10 +104,11 @@ describe('PolicyEngine', () => {
   });
 
   it('builds the grant from the request and the rule', () => {
-    const actor = identity({ subject: 'actor-1' });
+    const actor = identity({ issuer: 'spiffe://td', subject: 'spiffe://td/actor-1' });
+    const chain = [{ sub: actor.subject, iss: actor.issuer, spiffe_id: actor.subject }];
     const decision = allowed(
-      engine({ id: 'r', grant: { audiences: ['https://*.example'], scopes: ['read', 'write'] } }).decide(
-        request({ actor, targets: ['https://api.example', 'https://api.example'], scopes: ['read', 'read'] }),
+      engine({ id: 'r', grant: { audiences: ['https://*.example'], scopes: ['read', 'write'], delegation: { allowed: true, actorMustBeClient: false } } }).decide(
+        request({ actor, actorTrust: 'workload', chain, targets: ['https://api.example', 'https://api.example'], scopes: ['read', 'read'] }),
       ),
     );
     expect(decision.grant).toEqual({
@@ -117,6 +122,7 @@ describe('PolicyEngine', () => {
       tokenType: TOKEN_TYPE_ACCESS_TOKEN,
       ruleId: 'r',
       parameters: {},
+      act: chain[0],
     });
   });
 
@@ -358,5 +364,172 @@ describe('match.endpoints', () => {
     const rules = engine({ id: 'spiffe-door-only', match: { endpoints: ['spiffe-exchange'] }, grant: { audiences: ['https://api.example'] } });
     expect(allowed(rules.decide(request({ endpoint: 'spiffe-exchange' }))).ruleId).toBe('spiffe-door-only');
     expect(refused(rules.decide(request({ endpoint: 'token' }))).reason).toBe('no_rule_matched');
+  });
+});
+
+describe('delegation rules', () => {
+  const agent = identity({ issuer: 'spiffe://prod', subject: 'spiffe://prod/agent', tokenType: TOKEN_TYPE_JWT, expiresAt: new Date(NOW.getTime() + 300_000) });
+  const agentClient = { id: agent.subject, authMethod: 'spiffe_jwt' as const, identity: agent };
+  const chainOf = (...subs: string[]) => subs.map((sub) => ({ sub, iss: 'spiffe://prod', spiffe_id: sub }));
+  const delegated = (overrides: Partial<PolicyRequest> = {}) =>
+    request({ client: agentClient, actor: agent, actorTrust: 'workload', chain: chainOf(agent.subject), ...overrides });
+  const delegation = { allowed: true };
+
+  it('applies an impersonation-only rule to impersonation only', () => {
+    const rules = engine({ id: 'impersonate', grant: open });
+    expect(allowed(rules.decide(request({ client: agentClient }))).ruleId).toBe('impersonate');
+    expect(refused(rules.decide(delegated())).reason).toBe('no_rule_matched');
+    expect(rules.explain(delegated()).rules[0]!.reasons).toEqual(['actor token present: rule allows impersonation only (grant.delegation.allowed is false)']);
+  });
+
+  it('applies a match.actor rule to delegation only', () => {
+    const rules = engine({ id: 'agents', match: { actor: { subjects: ['spiffe://prod/*'] } }, grant: { ...open, delegation } });
+    expect(allowed(rules.decide(delegated())).grant.act).toEqual(chainOf(agent.subject)[0]);
+    expect(refused(rules.decide(request())).reason).toBe('no_rule_matched');
+  });
+
+  it('rejects match.actor on a rule that does not allow delegation, at load', () => {
+    expect(() => engine({ id: 'r', match: { actor: { subjects: ['x'] } }, grant: open })).toThrow(/match.actor: matches actors, but grant.delegation.allowed is false/);
+  });
+
+  it('matches the actor, its trust, the earlier actors and the depth', () => {
+    const rules = engine({
+      id: 'mcp',
+      match: { actor: { trust: ['workload'], issuers: ['spiffe://prod'], subjects: ['spiffe://prod/mcp'], priorActors: ['spiffe://prod/agent'], maxDepth: 2 } },
+      grant: { ...open, delegation: { allowed: true, actorMustBeClient: false } },
+    });
+    const mcp = { ...agent, subject: 'spiffe://prod/mcp' };
+    expect(allowed(rules.decide(delegated({ actor: mcp, chain: chainOf('spiffe://prod/mcp', 'spiffe://prod/agent') }))).grant.act).toEqual({
+      ...chainOf('spiffe://prod/mcp')[0],
+      act: chainOf('spiffe://prod/agent')[0],
+    });
+    const misses: [Partial<PolicyRequest>, string][] = [
+      [{ actor: mcp, actorTrust: 'broker', chain: chainOf('spiffe://prod/mcp') }, 'actor trust broker is not in match.actor.trust'],
+      [{ actor: agent }, 'actor "spiffe://prod/agent" is not in match.actor.subjects'],
+      [{ actor: mcp, chain: chainOf('spiffe://prod/mcp', 'spiffe://prod/rogue') }, 'an earlier actor in the chain is not in match.actor.priorActors'],
+      [{ actor: mcp, chain: chainOf('spiffe://prod/mcp', 'spiffe://prod/agent', 'spiffe://prod/agent') }, 'chain depth 3 exceeds match.actor.maxDepth 2'],
+    ];
+    for (const [overrides, reason] of misses) expect(rules.explain(delegated(overrides)).rules[0]!.reasons).toContain(reason);
+  });
+
+  it('binds the actor to the client unless the rule says otherwise', () => {
+    const other = { id: 'spiffe://prod/other', authMethod: 'spiffe_jwt' as const, identity: { ...agent, subject: 'spiffe://prod/other' } };
+    expect(allowed(engine({ id: 'r', grant: { ...open, delegation } }).decide(delegated())).ruleId).toBe('r');
+    const decision = refused(engine({ id: 'r', grant: { ...open, delegation } }).decide(delegated({ client: other })));
+    expect([decision.reason, decision.error.code]).toEqual(['actor_not_client', 'invalid_request']);
+    expect(allowed(engine({ id: 'r', grant: { ...open, delegation: { allowed: true, actorMustBeClient: false } } }).decide(delegated({ client: other }))).ruleId).toBe('r');
+  });
+
+  it('never outlives the actor, nor the subject', () => {
+    const decision = allowed(engine({ id: 'r', grant: { ...open, delegation, maxLifetimeSeconds: 3_600 } }).decide(delegated()));
+    expect(decision.grant.lifetimeSeconds).toBe(300);
+  });
+});
+
+describe('scopes held by the subject token', () => {
+  const rules = engine({ id: 'r', grant: { ...open, scopes: ['read', 'write', 'admin'], defaultScopes: ['read', 'write'] } });
+  const holding = (claims: Record<string, unknown>) => identity({ claims });
+
+  it('refuses a requested scope the subject token does not hold (no widening)', () => {
+    const decision = refused(rules.decide(request({ subject: holding({ scope: 'read' }), scopes: ['read', 'write'] })));
+    expect([decision.reason, decision.error.code]).toEqual(['scope_exceeds_subject', 'invalid_scope']);
+    expect(allowed(rules.decide(request({ subject: holding({ scope: 'read write' }), scopes: ['write'] }))).grant.scopes).toEqual(['write']);
+    expect(allowed(rules.decide(request({ subject: holding({ scp: ['read'] }), scopes: ['read'] }))).grant.scopes).toEqual(['read']);
+  });
+
+  it('narrows default scopes to those held', () => {
+    expect(allowed(rules.decide(request({ subject: holding({ scope: 'write admin' }) }))).grant.scopes).toEqual(['write']);
+    expect(allowed(rules.decide(request({ subject: holding({ scope: '' }) }))).grant.scopes).toEqual([]);
+    // A subject token that states no scopes is bounded by policy alone.
+    expect(allowed(rules.decide(request())).grant.scopes).toEqual(['read', 'write']);
+  });
+
+  it("treats the broker's own token without scope as holding none", () => {
+    const own = engine({ id: 'r', grant: { ...open, scopes: ['read'], defaultScopes: ['read'] } }, 'https://broker.example');
+    const token = identity({ issuer: 'https://broker.example', tokenType: TOKEN_TYPE_ACCESS_TOKEN });
+    expect(allowed(own.decide(request({ subject: token }))).grant.scopes).toEqual([]);
+    expect(refused(own.decide(request({ subject: token, scopes: ['read'] }))).reason).toBe('scope_exceeds_subject');
+  });
+
+  it('refuses a malformed scope claim', () => {
+    for (const claims of [{ scope: 3 }, { scp: [1] }, { scope: { read: true } }]) {
+      expect(refused(rules.decide(request({ subject: holding(claims), scopes: ['read'] }))).reason).toBe('subject_scope_malformed');
+    }
+  });
+});
+
+describe('claim mappings', () => {
+  it('copies and sets claims, never a registered one', () => {
+    const rules = engine({ id: 'r', grant: { ...open, claims: { copy: ['email', 'groups', 'absent'], set: { team: 'payments', origin: '{issuer}' } } } });
+    const subject = identity({ issuer: 'idp.example', claims: { email: 'alice@example.com', groups: ['a', 'b'] } });
+    expect(allowed(rules.decide(request({ subject }))).grant.claims).toEqual({ email: 'alice@example.com', groups: ['a', 'b'], team: 'payments', origin: 'idp.example' });
+    expect(() => engine({ id: 'r', grant: { claims: { copy: ['sub'] } } })).toThrow(/registered claim/);
+    expect(() => engine({ id: 'r', grant: { claims: { set: { act: 'x' } } } })).toThrow(/registered claim/);
+    expect(() => engine({ id: 'r', grant: { claims: { set: { x: '{nope}' } } } })).toThrow(/unknown placeholder/);
+  });
+
+  it('refuses when a set claim cannot be filled', () => {
+    const rules = engine({ id: 'r', grant: { ...open, claims: { set: { ns: '{attributes.k8s.namespace}' } } } });
+    expect(refused(rules.decide(request())).reason).toBe('claim_unresolved');
+  });
+
+  it('omits claims when the rule maps none', () => {
+    expect(allowed(engine({ id: 'r', grant: open }).decide(request())).grant.claims).toBeUndefined();
+  });
+});
+
+describe('match.audiences and match.validators', () => {
+  it('routes by the requested audience: every one must match', () => {
+    const rules = engine(
+      { id: 'payments', match: { audiences: ['https://payments.example/**'] }, grant: { audiences: ['https://payments.example/**'] } },
+      { id: 'rest', grant: { audiences: ['https://**'] } },
+    );
+    expect(allowed(rules.decide(request({ targets: ['https://payments.example/v1'] }))).ruleId).toBe('payments');
+    expect(allowed(rules.decide(request({ targets: ['https://payments.example/v1', 'https://api.example'] }))).ruleId).toBe('rest');
+    expect(rules.explain(request({ targets: [] })).rules[0]!.reasons).toEqual(['the request names no audience (match.audiences)']);
+  });
+
+  it('matches the plugin that verified the subject', () => {
+    const rules = engine({ id: 'k8s', match: { validators: ['kubernetes'] }, grant: open });
+    expect(allowed(rules.decide(request({ subjectValidator: 'kubernetes' }))).ruleId).toBe('k8s');
+    expect(refused(rules.decide(request({ subjectValidator: 'oidc' }))).reason).toBe('no_rule_matched');
+    expect(refused(rules.decide(request())).reason).toBe('no_rule_matched');
+  });
+});
+
+describe('match.when (CEL)', () => {
+  it('applies the rule only when the condition holds', () => {
+    const rules = engine({ id: 'prod', match: { when: "subject.attributes['k8s.namespace'] == 'prod' && request.chainDepth == 0" }, grant: open });
+    expect(allowed(rules.decide(request({ subject: identity({ attributes: { 'k8s.namespace': 'prod' } }) }))).ruleId).toBe('prod');
+    expect(rules.explain(request({ subject: identity({ attributes: { 'k8s.namespace': 'dev' } }) })).rules[0]!.reasons).toEqual(['match.when is false']);
+  });
+
+  it('fails closed when evaluation fails', () => {
+    const rules = engine({ id: 'r', match: { when: "subject.claims.tenant == 'a'" }, grant: open });
+    const explained = rules.explain(request());
+    expect(explained.decision.allowed).toBe(false);
+    expect(explained.rules[0]!.reasons[0]).toMatch(/^match.when failed: /);
+  });
+
+  it('reports type errors at load, with the rule', () => {
+    expect(() => engine({ id: 'typo', match: { when: "subject.subjct == 'x'" }, grant: open })).toThrow(/policy.rules\[0\].match.when: .*\(rule typo\)/);
+    expect(() => engine({ id: 'not-bool', match: { when: 'subject.subject' }, grant: open })).toThrow(/match.when/);
+  });
+});
+
+describe('explain', () => {
+  it('says why each rule does not apply and which one decided', () => {
+    const rules = engine(
+      { id: 'a', match: { clients: ['client-b'], issuers: ['https://other.example'] }, grant: open },
+      { id: 'b', grant: open },
+      { id: 'c', grant: open },
+    );
+    const { decision, rules: explained } = rules.explain(request());
+    expect(decision.allowed && decision.ruleId).toBe('b');
+    expect(explained).toEqual([
+      { id: 'a', outcome: 'no_match', reasons: ['client "client-a" is not in match.clients', 'subject issuer "https://idp.example" is not in match.issuers'] },
+      { id: 'b', outcome: 'decided', reasons: [] },
+      { id: 'c', outcome: 'shadowed', reasons: ['an earlier rule decided (b)'] },
+    ]);
   });
 });

@@ -40,7 +40,8 @@ it('lists each plugin with what it validates, issues and enriches', async () => 
     [
       'github-actions 0.1.0 (@tessera/plugin-github-actions) API ^1',
       '  validates urn:tessera:token-type:github-actions',
-      'access-token 0.1.0 (@tessera/plugin-access-token) API ^1',
+      'access-token 0.1.0 (@tessera/plugin-access-token) API ^1.2',
+      '  validates urn:ietf:params:oauth:token-type:access_token',
       '  issues urn:ietf:params:oauth:token-type:access_token',
       `team-directory 1.0.0 (${join(import.meta.dirname, 'fixtures/team-directory.mjs')}) API ^1`,
       '  adds attributes for urn:ietf:params:oauth:token-type:id_token',
@@ -54,7 +55,7 @@ it('prints the same as JSON', async () => {
   expect(run.code, run.stderr).toBe(0);
   expect(JSON.parse(run.stdout)).toEqual([
     expect.objectContaining({ name: 'github-actions', validates: ['urn:tessera:token-type:github-actions'], issues: [], extractsFor: [] }),
-    expect.objectContaining({ name: 'access-token', issues: ['urn:ietf:params:oauth:token-type:access_token'] }),
+    expect.objectContaining({ name: 'access-token', validates: ['urn:ietf:params:oauth:token-type:access_token'], issues: ['urn:ietf:params:oauth:token-type:access_token'] }),
     expect.objectContaining({ name: 'team-directory', extractsFor: ['urn:ietf:params:oauth:token-type:id_token'] }),
   ]);
 });

@@ -269,11 +269,11 @@ describe('refusals', () => {
       expectReason('repeated parameter scope');
     });
 
-    it('actor_token is validated and then refused, never silently ignored', async () => {
+    it('an actor_token from an external IdP is validated and then refused as actor, never silently ignored', async () => {
       const token = await idp.mint(claims());
       const actor = await idp.mint({ sub: 'agent', aud: running.issuer });
       expectRefusal(await exchange(token, { actor_token: actor, actor_token_type: ID_TOKEN }), 400, 'invalid_request', [token, actor]);
-      expect(running.audit.records.at(-1)).toMatchObject({ reason: 'delegation_not_supported', actor: { subject: 'agent' } });
+      expect(running.audit.records.at(-1)).toMatchObject({ reason: 'actor: actor_not_trusted', actor: { subject: 'agent' } });
       expectRefusal(await exchange(token, { actor_token: actor }), 400, 'invalid_request', [token, actor]);
       expectRefusal(await exchange(token, { actor_token: 'garbage', actor_token_type: ID_TOKEN }), 400, 'invalid_request', [token]);
     });

@@ -22,7 +22,10 @@ export interface AuditRecord {
   readonly reason?: string;
   readonly client?: { readonly id: string; readonly authMethod: string };
   readonly subject?: AuditIdentity;
+  /** The current actor (delegation). */
   readonly actor?: AuditIdentity;
+  /** The whole delegation chain of the token (to be) issued, current actor first. */
+  readonly actorChain?: readonly { readonly sub: string; readonly iss?: string; readonly spiffe_id?: string }[];
   readonly requested?: {
     readonly tokenType?: string;
     readonly audiences: readonly string[];
@@ -42,8 +45,30 @@ export interface AuditRecord {
   readonly latencyMs: number;
 }
 
+/** One record per RFC 7009 revocation request, refusals included. Never the token itself. */
+export interface RevocationAuditRecord {
+  readonly event: 'revoke';
+  readonly decision: 'allow' | 'deny';
+  readonly requestId: string;
+  /** OAuth error code sent to the client on denial. */
+  readonly error?: string;
+  /** Internal reason (why a token was left alone, why the request was refused): never sent to the client. */
+  readonly reason?: string;
+  readonly client?: { readonly id: string; readonly authMethod: string };
+  /** `revoked`: a live token of this broker was revoked; `ignored`: answered 200 without revoking anything (RFC 7009 §2.2). */
+  readonly outcome?: 'revoked' | 'ignored';
+  /** `jti` of the broker token the request named, once its signature verified. */
+  readonly jti?: string;
+  /** `token_type_hint`, when it is one of the registered values. */
+  readonly tokenTypeHint?: string;
+  readonly latencyMs: number;
+}
+
+/** Anything an audit sink receives: token decisions and revocations. */
+export type AuditEntry = AuditRecord | RevocationAuditRecord;
+
 export interface AuditSink {
-  record(record: AuditRecord): void;
+  record(record: AuditEntry): void;
 }
 
 /** Writes audit records as JSON lines through pino, to stdout, stderr or a file. */
@@ -61,7 +86,7 @@ export class PinoAuditSink implements AuditSink {
     this.#log = pino({ base: { log: 'audit' }, timestamp: pino.stdTimeFunctions.isoTime, messageKey: 'msg' }, this.#destination);
   }
 
-  record(record: AuditRecord): void {
+  record(record: AuditEntry): void {
     this.#log.info(record);
   }
 
@@ -72,8 +97,12 @@ export class PinoAuditSink implements AuditSink {
 
 /** Keeps records in memory (tests, benchmarks, embedding hosts). */
 export class MemoryAuditSink implements AuditSink {
+  /** Token decisions. */
   readonly records: AuditRecord[] = [];
-  record(record: AuditRecord): void {
-    this.records.push(record);
+  /** Revocation requests, kept apart so `records` stays one shape. */
+  readonly revocations: RevocationAuditRecord[] = [];
+  record(record: AuditEntry): void {
+    if (record.event === 'revoke') this.revocations.push(record);
+    else this.records.push(record);
   }
 }

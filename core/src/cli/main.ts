@@ -3,6 +3,7 @@ import 'reflect-metadata';
 import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { z } from 'zod';
 import { createBroker } from '../broker.js';
 import { ConfigError } from '../config/errors.js';
 import { checkConfig } from '../config/check.js';
@@ -12,6 +13,8 @@ import { renderConfig } from '../config/print.js';
 import { MemoryAuditSink } from '../audit/audit-log.js';
 import { createLogger } from '../logging.js';
 import { formatPluginSummaries, summarizePlugins } from './plugins-list.js';
+import { explainPolicy, explainRequestSchema, formatExplanation } from './policy-explain.js';
+import { coreTokens } from '../di/tokens.js';
 import { generatePrivateJwk } from '../keys/key-ring.js';
 import { hashClientSecret } from '../oauth/client-secret.js';
 import { SIGNING_ALGORITHMS } from '../config/schema.js';
@@ -24,6 +27,9 @@ const USAGE = `usage: tessera <command>
                                    print the merged config, secrets redacted (--resolved: defaults applied)
   config schema                    print the config JSON Schema
   plugins list [--json] PATH...    start the configured plugins, print what each validates, issues, enriches
+  policy explain --config PATH... --request FILE [--json]
+                                   which rule decides a described request, why the others do not, and the
+                                   claims the token would carry (exit 0 allowed, 3 refused)
   exchange --broker URL --from SOURCE --audience A [...]
                                    workload side: exchange this workload's own token (tessera exchange --help)
   keys generate [--alg ES256] [--out FILE]
@@ -54,6 +60,8 @@ async function main(argv: string[]): Promise<number> {
       return secretCommand(rest);
     case 'plugins':
       return pluginsCommand(rest);
+    case 'policy':
+      return policyCommand(rest);
     case 'exchange':
       return exchangeCommand(rest);
     case undefined:
@@ -172,6 +180,42 @@ async function pluginsCommand(args: string[]): Promise<number> {
     await broker.close();
   }
   return 0;
+}
+
+/** Exit code of `policy explain` when the described request would be refused. */
+const EXIT_REFUSED = 3;
+
+async function policyCommand(args: string[]): Promise<number> {
+  const [sub, ...rest] = args;
+  const usage = 'policy explain --config PATH... --request FILE [--json]';
+  if (sub !== 'explain') throw new UsageError(usage);
+  const { paths, values } = parseConfigArgs({ args: rest, options: { ...CONFIG_OPTION, request: { type: 'string' }, json: { type: 'boolean' } } });
+  if (paths.length === 0 || values.request === undefined) throw new UsageError(usage);
+  let described: unknown;
+  try {
+    described = JSON.parse(readFileSync(values.request, 'utf8'));
+  } catch (error) {
+    throw new UsageError(`--request ${values.request}: ${error instanceof SyntaxError ? 'not JSON' : 'cannot be read'}`);
+  }
+  const checked = explainRequestSchema.safeParse(described);
+  if (!checked.success) throw new UsageError(`--request ${values.request}:\n${z.prettifyError(checked.error)}`);
+  const loaded = await loadConfigFiles(paths);
+  // Like `plugins list`: plugins start (their issuers preview claims), the broker never listens. Their
+  // warnings about unreachable infrastructure do not matter to an explanation.
+  const broker = await createBroker(loaded.config, { baseDir: loaded.baseDir, locate: loaded.locate, logger: createLogger('error'), audit: new MemoryAuditSink() });
+  try {
+    const report = explainPolicy(checked.data, {
+      policy: broker.resolve(coreTokens.policy),
+      validators: broker.resolve(coreTokens.validators),
+      issuers: broker.resolve(coreTokens.issuers),
+      brokerIssuer: broker.info.issuer,
+      maxChainDepth: broker.config.delegation.maxChainDepth,
+    });
+    process.stdout.write(values.json ? `${JSON.stringify(report, null, 2)}\n` : formatExplanation(report));
+    return report.decision.allowed ? 0 : EXIT_REFUSED;
+  } finally {
+    await broker.close();
+  }
 }
 
 async function keysCommand(args: string[]): Promise<number> {

@@ -74,6 +74,17 @@ const clientSchema = z
     path: ['id'],
   });
 
+/** Claims the broker always decides itself: policy may not copy or set them. */
+export const REGISTERED_CLAIMS = ['iss', 'sub', 'aud', 'exp', 'nbf', 'iat', 'jti', 'client_id', 'scope', 'scp', 'act', 'may_act', 'cnf'] as const;
+const claimName = z
+  .string()
+  .regex(/^[A-Za-z][A-Za-z0-9_.:-]{0,63}$/, 'must be a claim name (letters, digits, _ . : -)')
+  .refine((name) => !(REGISTERED_CLAIMS as readonly string[]).includes(name), 'is a registered claim the broker sets itself');
+
+export const ACTOR_TRUSTS = ['workload', 'broker'] as const;
+/** Hard ceiling for any configured delegation chain depth. */
+const MAX_CHAIN_DEPTH_LIMIT = 32;
+
 /** Exact string, or a glob: `*` = any run without `/`, `**` = any run. Always anchored. */
 const pattern = z.string().min(1).describe('exact value or glob (* within a path segment, ** across segments)');
 
@@ -100,6 +111,34 @@ const ruleSchema = z
           )
           .optional()
           .describe('Subject identity attributes (as the validator plugin names them): each must be present and match one pattern'),
+        validators: z.array(z.string().min(1)).optional().describe('Plugins (by name) whose validator verified the subject token'),
+        audiences: z
+          .array(pattern)
+          .optional()
+          .describe('The request names at least one audience or resource, and each matches one of these'),
+        actor: z
+          .object({
+            trust: z
+              .array(z.enum(ACTOR_TRUSTS))
+              .min(1)
+              .optional()
+              .describe('Kinds of actor accepted: workload (a SPIFFE JWT-SVID) and/or broker (a token this broker issued); default both'),
+            issuers: z.array(pattern).optional().describe('Issuer of the actor token'),
+            subjects: z.array(pattern).optional().describe('Subject (e.g. SPIFFE ID) of the actor token'),
+            priorActors: z
+              .array(pattern)
+              .optional()
+              .describe('Every actor already in the chain (sub of each nested act) must match one of these'),
+            maxDepth: z.number().int().min(1).max(MAX_CHAIN_DEPTH_LIMIT).optional().describe('Most actors the issued chain may hold'),
+          })
+          .strict()
+          .optional()
+          .describe('Delegation only: the rule applies to requests with an actor token that fits all of these'),
+        when: z
+          .string()
+          .min(1)
+          .optional()
+          .describe('CEL condition over client, subject, actor and request; must be true (type-checked at load)'),
       })
       .strict()
       .default({}),
@@ -118,6 +157,24 @@ const ruleSchema = z
           .record(z.string().min(1), z.union([z.string(), z.array(z.string()).min(1)]))
           .default({})
           .describe('Passed to the issuer plugin (e.g. SPIRE selectors); templates: {subject} {issuer} {client} {attributes.NAME}'),
+        delegation: z
+          .object({
+            allowed: z.boolean().default(false).describe('Apply this rule to requests with an actor token (off: impersonation only)'),
+            actorMustBeClient: z
+              .boolean()
+              .default(true)
+              .describe('The actor is the authenticated client itself (its SPIFFE ID, or its client id)'),
+          })
+          .strict()
+          .default({ allowed: false, actorMustBeClient: true }),
+        claims: z
+          .object({
+            copy: z.array(claimName).default([]).describe('Subject token claims copied as they are, when present'),
+            set: z.record(claimName, z.string()).default({}).describe('Claims set from templates: {subject} {issuer} {client} {attributes.NAME}'),
+          })
+          .strict()
+          .default({ copy: [], set: {} })
+          .describe('Claims mapped into the issued token (issuers that cannot carry claims refuse such grants)'),
       })
       .strict()
       .default({
@@ -128,6 +185,8 @@ const ruleSchema = z
         maxLifetimeSeconds: 600,
         allowLifetimeBeyondSubject: false,
         issuerParameters: {},
+        delegation: { allowed: false, actorMustBeClient: true },
+        claims: { copy: [], set: {} },
       }),
   })
   .strict();
@@ -240,31 +299,56 @@ export const brokerConfigSchema = z
           .strict()
           .default({ enabled: true, path: '/metrics' })
           .describe('Prometheus metrics (no subjects or client ids in labels)'),
+        revocation: z
+          .object({ enabled: z.boolean().default(true) })
+          .strict()
+          .default({ enabled: true })
+          .describe('RFC 7009 revocation at {issuer}/revoke (form-encoded) of access tokens this broker issued, by the authenticated client they were issued to'),
       })
       .strict()
       .refine(
         (endpoints) => {
-          const taken = ['/token', '/keys', '/healthz'];
+          const taken = ['/token', '/revoke', '/keys', '/healthz'];
           // Routes match case-insensitively, so /Token would shadow /token.
           const paths = [endpoints.jsonExchange.path, endpoints.spiffeExchange.path, endpoints.metrics.path].map((path) => path.toLowerCase());
           return new Set([...taken, ...paths]).size === taken.length + paths.length;
         },
-        { message: 'endpoint paths must differ from each other and from /token, /keys, /healthz' },
+        { message: 'endpoint paths must differ from each other and from /token, /revoke, /keys, /healthz' },
       )
       .default({
         token: { enabled: true },
         jsonExchange: { enabled: false, path: '/v1/exchange/token' },
         spiffeExchange: { enabled: false, path: '/spiffe/exchange', subjectTokenType: 'urn:ietf:params:oauth:token-type:jwt' },
         metrics: { enabled: true, path: '/metrics' },
+        revocation: { enabled: true },
       })
       .describe('Front doors; every exchange endpoint runs the same pipeline, policy and audit'),
     limits: z
       .object({
         maxBodyBytes: z.number().int().positive().max(1_048_576).default(65_536),
         validationTimeoutMs: z.number().int().positive().max(30_000).default(5_000),
+        maxIssuedTokenBytes: z
+          .number()
+          .int()
+          .min(1_024)
+          .max(65_536)
+          .default(8_192)
+          .describe('Larger issued tokens are refused (invalid_request) rather than sent'),
       })
       .strict()
-      .default({ maxBodyBytes: 65_536, validationTimeoutMs: 5_000 }),
+      .default({ maxBodyBytes: 65_536, validationTimeoutMs: 5_000, maxIssuedTokenBytes: 8_192 }),
+    delegation: z
+      .object({
+        maxChainDepth: z
+          .number()
+          .int()
+          .min(1)
+          .max(MAX_CHAIN_DEPTH_LIMIT)
+          .default(5)
+          .describe('Most actors a delegation chain (nested act) may hold; deeper requests are refused'),
+      })
+      .strict()
+      .default({ maxChainDepth: 5 }),
     audit: z
       .object({
         destination: z

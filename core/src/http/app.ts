@@ -5,6 +5,7 @@ import type { Context } from 'koa';
 import { GRANT_TYPE_TOKEN_EXCHANGE, InvalidRequest, UnsupportedGrantType, type KeyRing, type Logger } from '@tessera/plugin-sdk';
 import type { BrokerConfig } from '../config/schema.js';
 import type { PromMetrics } from '../metrics.js';
+import type { RevocationEndpoint } from '../oauth/revocation.js';
 import type { TokenEndpoint } from '../oauth/token-endpoint.js';
 import { tokenRequestFrom, type FrontDoor } from '../oauth/request.js';
 import type { TokenResponse } from '../oauth/token-response.js';
@@ -15,6 +16,7 @@ import { spiffeExchangeParameters, spiffeExchangeResponse } from './spiffe-excha
 
 export interface HttpAppDeps {
   readonly tokenEndpoint: TokenEndpoint;
+  readonly revocationEndpoint: RevocationEndpoint;
   readonly keyRing: KeyRing;
   readonly metadata: Record<string, unknown>;
   readonly metrics: PromMetrics;
@@ -32,6 +34,13 @@ export function createHttpApp(deps: HttpAppDeps): Koa {
   const base = deps.basePath === '/' ? '' : deps.basePath.replace(/\/$/, '');
   const router = new Router();
 
+  const postOnly = (ctx: Context) => {
+    if (ctx.method !== 'POST') {
+      ctx.set('Allow', 'POST');
+      throw new InvalidRequest('method not allowed', { status: 405, detail: `method ${ctx.method.slice(0, 16)}` });
+    }
+  };
+
   /** Method check and body parsing run inside the audited scope, so transport refusals are audited too. */
   const frontDoor =
     (via: FrontDoor, read: (ctx: Context) => Promise<Map<string, string[]>>, present: (response: TokenResponse) => object = (response) => response) =>
@@ -40,10 +49,7 @@ export function createHttpApp(deps: HttpAppDeps): Koa {
       ctx.set('Pragma', 'no-cache');
       const response = await deps.tokenEndpoint.handle(
         async () => {
-          if (ctx.method !== 'POST') {
-            ctx.set('Allow', 'POST');
-            throw new InvalidRequest('method not allowed', { status: 405, detail: `method ${ctx.method.slice(0, 16)}` });
-          }
+          postOnly(ctx);
           return tokenRequestFrom(await read(ctx), ctx.get('authorization') || undefined, via);
         },
         ctx.state.requestId as string,
@@ -58,6 +64,19 @@ export function createHttpApp(deps: HttpAppDeps): Koa {
     router.get(`/.well-known/oauth-authorization-server${base}`, (ctx) => {
       ctx.set('Cache-Control', 'public, max-age=300');
       ctx.body = deps.metadata;
+    });
+  }
+  if (deps.endpoints.revocation.enabled) {
+    // RFC 7009 §2.1: the token endpoint's transport (form body, size cap, one value per parameter).
+    router.all(`${base}/revoke`, async (ctx) => {
+      ctx.set('Cache-Control', 'no-store');
+      ctx.set('Pragma', 'no-cache');
+      await deps.revocationEndpoint.handle(async () => {
+        postOnly(ctx);
+        return tokenRequestFrom(await readFormBody(ctx, deps.maxBodyBytes), ctx.get('authorization') || undefined);
+      }, ctx.state.requestId as string);
+      // §2.2: the status says it all; the client ignores the body.
+      ctx.body = {};
     });
   }
   if (deps.endpoints.jsonExchange.enabled) {

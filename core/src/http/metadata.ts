@@ -8,6 +8,8 @@ export interface MetadataInputs {
   readonly authSigningAlgorithms: readonly string[];
   readonly subjectTokenTypes: readonly string[];
   readonly issuedTokenTypes: readonly string[];
+  /** Where RFC 7009 revocation is served; absent when the endpoint is disabled. */
+  readonly revocationEndpoint?: string;
 }
 
 /**
@@ -17,6 +19,8 @@ export interface MetadataInputs {
  */
 export function authorizationServerMetadata(inputs: MetadataInputs): Record<string, unknown> {
   const usesAssertions = inputs.authMethods.includes('private_key_jwt');
+  // Public clients (`none`) may not revoke: they prove nothing but an id every token carries.
+  const revocationAuthMethods = inputs.authMethods.filter((method) => method !== 'none');
   return {
     issuer: inputs.broker.issuer,
     token_endpoint: inputs.broker.tokenEndpoint,
@@ -28,5 +32,12 @@ export function authorizationServerMetadata(inputs: MetadataInputs): Record<stri
     ...(usesAssertions ? { token_endpoint_auth_signing_alg_values_supported: inputs.authSigningAlgorithms } : {}),
     subject_token_types_supported: inputs.subjectTokenTypes,
     issued_token_types_supported: inputs.issuedTokenTypes,
+    ...(inputs.revocationEndpoint
+      ? {
+          revocation_endpoint: inputs.revocationEndpoint,
+          revocation_endpoint_auth_methods_supported: revocationAuthMethods,
+          ...(usesAssertions ? { revocation_endpoint_auth_signing_alg_values_supported: inputs.authSigningAlgorithms } : {}),
+        }
+      : {}),
   };
 }

@@ -19,6 +19,7 @@ import {
   type VerifiedIdentity,
 } from '@tessera/plugin-sdk';
 import type { GrantTypeName } from '../config/schema.js';
+import { planDelegation, type ChainMember } from '../policy/delegation.js';
 import { identityFault, isAttributeMap } from './identity-shape.js';
 import type { FrontDoor } from './request.js';
 import type { IssuerRegistry, ValidatorRegistry } from '../plugins/registry.js';
@@ -30,6 +31,8 @@ export interface ExchangeTrace {
   client?: AuthenticatedClient;
   subject?: VerifiedIdentity;
   actor?: VerifiedIdentity;
+  /** Delegation chain of the token to be issued, current actor first. */
+  chain?: readonly ChainMember[];
   requested?: { tokenType?: string; audiences: readonly string[]; resources: readonly string[]; scopes?: readonly string[] };
   ruleId?: string;
   issued?: { jti?: string; tokenType: string; subject?: string; expiresIn: number; audiences: readonly string[]; scopes: readonly string[] };
@@ -68,6 +71,17 @@ export interface PipelineDeps {
   readonly log: Logger;
   readonly broker: BrokerInfo;
   readonly validationTimeoutMs: number;
+  /** Most actors a chain may hold (`delegation.maxChainDepth`). */
+  readonly maxChainDepth: number;
+  /** Issued tokens larger than this are refused (`limits.maxIssuedTokenBytes`). */
+  readonly maxIssuedTokenBytes: number;
+}
+
+export interface ValidateOptions {
+  /** Only the broker itself is an acceptable audience (the SPIFFE door). */
+  readonly brokerAudienceOnly?: boolean;
+  /** The authenticated client, handed to the validator (a broker token may be exchanged by its audience). */
+  readonly client?: AuthenticatedClient;
 }
 
 /**
@@ -77,7 +91,7 @@ export class ExchangePipeline {
   constructor(private readonly deps: PipelineDeps) {}
 
   /** Runs the validator registered for `tokenType`, mapping every failure to the error the role calls for. */
-  async validate(token: string, tokenType: string, role: ValidationRole, options: { brokerAudienceOnly?: boolean } = {}): Promise<VerifiedIdentity> {
+  async validate(token: string, tokenType: string, role: ValidationRole, options: ValidateOptions = {}): Promise<VerifiedIdentity> {
     const validator = this.deps.validators.get(tokenType);
     if (!validator) {
       if (role === 'assertion') throw new InvalidGrant('assertion type is not supported', { detail: 'no validator for jwt' });
@@ -98,6 +112,7 @@ export class ExchangePipeline {
       now: this.deps.clock.now(),
       signal: budget,
       ...(options.brokerAudienceOnly ? { brokerAudienceOnly: true } : {}),
+      ...(options.client ? { client: options.client } : {}),
     };
     try {
       const identity = await Promise.race([validator.validate(token, ctx), timedOut]);
@@ -143,14 +158,32 @@ export class ExchangePipeline {
     const issuer = this.deps.issuers.get(requestedTokenType);
     if (!issuer) throw new InvalidRequest('unsupported requested_token_type', { detail: 'no issuer for requested_token_type' });
 
+    const { validators } = this.deps;
+    const actorTrust = input.actor && validators.get(input.actor.tokenType)?.actorTrust;
+    const { members: chain } = planDelegation({
+      client: input.client,
+      subject: input.subject,
+      ...(input.actor ? { actor: input.actor } : {}),
+      ...(actorTrust ? { actorTrust } : {}),
+      brokerIssuer: this.deps.broker.issuer,
+      maxChainDepth: this.deps.maxChainDepth,
+    });
+    trace.chain = chain;
+
     const now = this.deps.clock.now();
+    const subjectValidator = input.grantType === 'client_credentials' ? undefined : validators.pluginOf(input.subject.tokenType);
+    const actorValidator = input.actor && validators.pluginOf(input.actor.tokenType);
     const decision = this.deps.policy.decide({
       grantType: input.grantType,
       grantTypeUri: input.grantTypeUri,
       endpoint: input.endpoint,
       client: input.client,
       subject: input.subject,
+      ...(subjectValidator ? { subjectValidator } : {}),
       ...(input.actor ? { actor: input.actor } : {}),
+      ...(actorValidator ? { actorValidator } : {}),
+      ...(actorTrust ? { actorTrust } : {}),
+      chain,
       requestedTokenType: requestedTokenType as TokenTypeUrn,
       targets: [...input.audiences, ...input.resources],
       scopes: input.scopes,
@@ -159,6 +192,10 @@ export class ExchangePipeline {
     trace.ruleId = decision.ruleId;
     if (!decision.allowed) throw decision.error;
 
+    const { grant } = decision;
+    if ((grant.act || grant.claims) && !this.deps.issuers.knowsGrantExtensions(requestedTokenType)) {
+      throw InvalidRequest.policy(`issuer plugin ${this.deps.issuers.pluginOf(requestedTokenType)} predates delegation and claim mapping (plugin API < 1.2)`);
+    }
     let issued: IssuedToken;
     try {
       issued = await issuer.issue(decision.grant, { brokerIssuer: this.deps.broker.issuer, now, signal: AbortSignal.timeout(this.deps.validationTimeoutMs) });
@@ -171,6 +208,10 @@ export class ExchangePipeline {
     if (!(issued.expiresIn > 0 && issued.expiresIn <= decision.grant.lifetimeSeconds)) {
       this.deps.log.error({ plugin: this.deps.issuers.pluginOf(requestedTokenType) }, 'issuer exceeded the granted lifetime');
       throw new ServerError(undefined, { detail: 'issuer exceeded granted lifetime' });
+    }
+    // A token too large for headers would fail somewhere downstream; refuse it here, where it is explainable.
+    if (issued.token.length > this.deps.maxIssuedTokenBytes) {
+      throw new InvalidRequest('the token to issue would be too large', { detail: `issued_token_too_large (rule ${decision.ruleId})` });
     }
     trace.issued = {
       ...(issued.jti ? { jti: issued.jti } : {}),

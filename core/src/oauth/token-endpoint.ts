@@ -116,6 +116,7 @@ export class TokenEndpoint {
       ...(trace.client ? { client: { id: trace.client.id, authMethod: trace.client.authMethod } } : {}),
       ...(trace.subject ? { subject: auditIdentity(trace.subject) } : {}),
       ...(trace.actor ? { actor: auditIdentity(trace.actor) } : {}),
+      ...(trace.chain && trace.chain.length > 0 ? { actorChain: trace.chain } : {}),
       ...(trace.requested ? { requested: trace.requested } : {}),
       ...(trace.ruleId ? { ruleId: trace.ruleId } : {}),
       ...(trace.issued ? { issued: trace.issued } : {}),

@@ -27,12 +27,11 @@ export async function tokenExchange(
   }
 
   // Tokens posted at the SPIFFE door must name the broker itself.
-  const audience = { brokerAudienceOnly: request.frontDoor === 'spiffe-exchange' };
-  trace.subject = await pipeline.validate(subjectToken, subjectTokenType, 'subject', audience);
+  const options = { brokerAudienceOnly: request.frontDoor === 'spiffe-exchange', client };
+  trace.subject = await pipeline.validate(subjectToken, subjectTokenType, 'subject', options);
   if (actorToken !== undefined && actorTokenType !== undefined) {
-    trace.actor = await pipeline.validate(actorToken, actorTokenType, 'actor', audience);
-    // Delegation semantics (act nesting, may_act) are not implemented yet: never drop an actor silently.
-    throw new InvalidRequest('delegation with actor_token is not enabled', { detail: 'delegation_not_supported' });
+    // Delegation: the actor's trust, may_act and the chain are checked by the pipeline, then by policy.
+    trace.actor = await pipeline.validate(actorToken, actorTokenType, 'actor', options);
   }
 
   const { grant, issued } = await pipeline.exchange(
@@ -42,6 +41,7 @@ export async function tokenExchange(
       endpoint: request.frontDoor,
       client,
       subject: trace.subject,
+      ...(trace.actor ? { actor: trace.actor } : {}),
       requestedTokenType,
       ...targets,
       scopes,

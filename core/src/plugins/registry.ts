@@ -1,5 +1,9 @@
+import semver from 'semver';
 import type { SubjectValidator, TokenIssuer, TokenTypeUrn } from '@tessera/plugin-sdk';
 import { ConfigError } from '../config/errors.js';
+
+/** The plugin API version that added `Grant.act` and `Grant.claims`. */
+const GRANT_EXTENSIONS_API = '1.2.0';
 
 interface Provider {
   readonly tokenTypes: readonly TokenTypeUrn[];
@@ -42,7 +46,24 @@ export class ValidatorRegistry extends TokenTypeRegistry<SubjectValidator> {
 }
 
 export class IssuerRegistry extends TokenTypeRegistry<TokenIssuer> {
+  readonly #knowsGrantExtensions = new Set<string>();
+
   constructor() {
     super('issuer');
+  }
+
+  /** `apiVersion` is the plugin's declared API range: it tells whether the issuer knows `act` and `claims`. */
+  override add(plugin: string, provider: TokenIssuer, apiVersion = GRANT_EXTENSIONS_API): void {
+    super.add(plugin, provider);
+    const oldest = semver.validRange(apiVersion) ? semver.minVersion(apiVersion) : null;
+    if (oldest && semver.gte(oldest, GRANT_EXTENSIONS_API)) for (const type of provider.tokenTypes) this.#knowsGrantExtensions.add(type);
+  }
+
+  /**
+   * False for issuers written against an API older than 1.2: they would silently drop a delegation chain
+   * or mapped claims, so such grants are refused for them.
+   */
+  knowsGrantExtensions(type: string): boolean {
+    return this.#knowsGrantExtensions.has(type);
   }
 }

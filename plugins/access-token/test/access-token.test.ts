@@ -1,7 +1,7 @@
-import { jwtVerify, createLocalJWKSet } from 'jose';
+import { createLocalJWKSet, decodeJwt, jwtVerify } from 'jose';
 import { describe, expect, it } from 'vitest';
 import { generatePrivateJwk, LocalKeyRing, loadKeyRing, silentLogger } from '@tessera/core';
-import { TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_ID_TOKEN, TOKEN_TYPE_JWT, type Grant } from '@tessera/plugin-sdk';
+import { TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_ID_TOKEN, TOKEN_TYPE_JWT, type Grant, type KeyRing } from '@tessera/plugin-sdk';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -72,6 +72,64 @@ describe('RFC 9068 access-token issuer', () => {
     const claims = JSON.parse(Buffer.from(issued.token.split('.')[1]!, 'base64url').toString()) as Record<string, unknown>;
     expect(claims.aud).toEqual(['a', 'b']);
     expect(claims).not.toHaveProperty('scope');
+  });
+
+  it('carries the delegation chain and policy-mapped claims', async () => {
+    const issuer = new JwtAccessTokenIssuer(accessTokenConfigSchema.parse({}), await keyRing('ES256'));
+    const act = { sub: 'spiffe://prod.test/mcp', iss: 'spiffe://prod.test', spiffe_id: 'spiffe://prod.test/mcp', act: { sub: 'spiffe://prod.test/agent' } };
+    const issued = await issuer.issue(grant({ act, claims: { email: 'alice@example.test', groups: ['a', 'b'] } }), { brokerIssuer: BROKER, now: new Date(), signal: AbortSignal.timeout(1_000) });
+    expect(decodeJwt(issued.token)).toMatchObject({ sub: 'alice', act, email: 'alice@example.test', groups: ['a', 'b'] });
+    const plain = decodeJwt((await issuer.issue(grant(), { brokerIssuer: BROKER, now: new Date(), signal: AbortSignal.timeout(1_000) })).token);
+    expect(plain).not.toHaveProperty('act');
+    expect(plain).not.toHaveProperty('email');
+  });
+
+  it('never lets mapped claims replace a registered claim', async () => {
+    const issuer = new JwtAccessTokenIssuer(accessTokenConfigSchema.parse({}), await keyRing('ES256'));
+    const now = new Date();
+    const act = { sub: 'spiffe://prod.test/agent' };
+    const hostile = Object.fromEntries(
+      ['iss', 'sub', 'aud', 'exp', 'nbf', 'iat', 'jti', 'client_id', 'scope', 'scp', 'act', 'may_act', 'cnf'].map((name) => [name, `evil-${name}`]),
+    );
+    const issued = await issuer.issue(grant({ act, claims: { ...hostile, team: 'platform' } }), { brokerIssuer: BROKER, now, signal: AbortSignal.timeout(1_000) });
+    const iat = Math.floor(now.getTime() / 1000);
+    expect(decodeJwt(issued.token)).toEqual({
+      iss: BROKER,
+      sub: 'alice',
+      aud: 'https://api.example',
+      iat,
+      exp: iat + 600,
+      jti: issued.jti,
+      client_id: 'client-a',
+      scope: 'read write',
+      act,
+      team: 'platform',
+    });
+  });
+
+  it('previews exactly the claims it signs, without jti, signing nothing', async () => {
+    const ring = await keyRing('ES256');
+    let signed = 0;
+    const counting: KeyRing = {
+      sign: (claims, options) => {
+        signed++;
+        return ring.sign(claims, options);
+      },
+      publicJwks: () => ring.publicJwks(),
+      verifier: () => ring.verifier(),
+      algorithms: ring.algorithms,
+    };
+    const issuer = new JwtAccessTokenIssuer(accessTokenConfigSchema.parse({ maxLifetimeSeconds: 300 }), counting);
+    const now = new Date();
+    const granted = grant({ act: { sub: 'svc', iss: 'https://idp.example' }, claims: { email: 'alice@example.test', sub: 'evil' } });
+    const preview = issuer.preview(granted, { brokerIssuer: BROKER, now });
+    expect(signed).toBe(0);
+    const issued = await issuer.issue(granted, { brokerIssuer: BROKER, now, signal: AbortSignal.timeout(1_000) });
+    expect(signed).toBe(1);
+    const { jti, ...claims } = decodeJwt(issued.token);
+    expect(jti).toBe(issued.jti);
+    expect(preview).toEqual(claims);
+    expect(preview).toMatchObject({ exp: Math.floor(now.getTime() / 1000) + 300, sub: 'alice' });
   });
 
   it('answers for the jwt token type only when configured to', async () => {

@@ -71,7 +71,7 @@ export type SpiffeConfig = z.output<typeof spiffeConfigSchema>;
 export default definePlugin({
   name: 'spiffe',
   version: '0.1.0',
-  apiVersion: '^1.1',
+  apiVersion: '^1.2',
   description: 'Validates SPIFFE JWT-SVIDs against per-trust-domain bundles; authenticates clients by JWT-SVID',
   config: spiffeConfigSchema,
   deps: { http: tokens.httpFetcher, log: tokens.logger },
@@ -114,7 +114,8 @@ export default definePlugin({
       maxTokenBytes: config.maxTokenBytes,
     });
     return {
-      validators: [{ tokenTypes: config.tokenTypes as TokenTypeUrn[], validate: (token, ctx) => verifier.verify(token, ctx) }],
+      // Workload identities from trust domains this deployment trusts may act for others (delegation).
+      validators: [{ tokenTypes: config.tokenTypes as TokenTypeUrn[], actorTrust: 'workload', validate: (token, ctx) => verifier.verify(token, ctx) }],
       ...(config.clientAuthentication ? { clientAssertionVerifiers: [{ assertionTypes: [CLIENT_ASSERTION_TYPE_JWT_SPIFFE], verify: (token, ctx) => verifier.verify(token, ctx) }] } : {}),
       close,
     };

@@ -60,6 +60,9 @@ export class SpireJwtSvidIssuer implements TokenIssuer {
 
   async issue(grant: Grant, ctx: IssueContext): Promise<IssuedToken> {
     if (grant.scopes.length > 0) throw new InvalidScope('scope cannot be carried by a JWT-SVID', { detail: 'spire: scopes granted for a JWT-SVID' });
+    // SPIRE signs the SVID and decides its claims: a chain or mapped claims would be silently lost.
+    if (grant.act) throw InvalidRequest.policy('spire: a JWT-SVID cannot carry a delegation chain (act)');
+    if (grant.claims) throw InvalidRequest.policy('spire: a JWT-SVID cannot carry mapped claims (grant.claims)');
     const selectors = readSelectors(grant);
     const wanted = readSpiffeId(grant);
     let svids;
@@ -81,6 +84,12 @@ export class SpireJwtSvidIssuer implements TokenIssuer {
       throw InvalidRequest.policy(`spire: JWT-SVID lives ${expiresIn}s, longer than the ${grant.lifetimeSeconds}s granted (raise maxLifetimeSeconds or lower SPIRE's default_jwt_svid_ttl)`);
     }
     return { token: svid.token, issuedTokenType: grant.tokenType, tokenType: 'N_A', expiresIn, subject: svid.spiffeId };
+  }
+
+  /** SPIRE chooses the SPIFFE ID (from the selectors, unless policy names it), `exp` and `iat`. */
+  preview(grant: Grant): Readonly<Record<string, unknown>> {
+    const wanted = grant.parameters.spiffeId;
+    return { ...(typeof wanted === 'string' ? { sub: wanted } : {}), aud: [...grant.audiences] };
   }
 
   #agentError(error: unknown): Error {
@@ -128,7 +137,7 @@ function readSelectors(grant: Grant): Selector[] {
 export default definePlugin({
   name: 'spire-jwt-svid',
   version: '0.1.0',
-  apiVersion: '^1.1',
+  apiVersion: '^1.2',
   description: 'Issues JWT-SVIDs minted by a SPIRE agent (Delegated Identity API) for the workload policy names',
   config: spireJwtSvidConfigSchema,
   deps: { log: tokens.logger },

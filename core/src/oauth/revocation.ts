@@ -1,0 +1,202 @@
+import { errors as joseErrors, jwtVerify, type JWTPayload } from 'jose';
+import {
+  InvalidClient,
+  InvalidGrant,
+  InvalidRequest,
+  isCompactJws,
+  OAuthError,
+  ServerError,
+  TemporarilyUnavailable,
+  type AuthenticatedClient,
+  type BrokerInfo,
+  type Clock,
+  type KeyRing,
+  type Logger,
+  type RevocationList,
+} from '@tessera/plugin-sdk';
+import type { AuditSink } from '../audit/audit-log.js';
+import type { ClientAuthenticator } from './client-auth.js';
+import type { TokenRequest } from './request.js';
+
+/** RFC 9068 §2.1: the `typ` of the access tokens this broker issues. */
+const ACCESS_TOKEN_TYP = 'at+jwt';
+
+/**
+ * How long past `exp` a revoked token is remembered, and how long after `exp` a token is still worth
+ * revoking: validators allow clock skew (at most 300 s anywhere in Tessera), so a token a few seconds past
+ * `exp` may still be accepted and must stay revoked until no validator would take it.
+ */
+export const REVOCATION_MARGIN_SECONDS = 300;
+
+/** RFC 7009 §2.1 / §4.1.2: registered `token_type_hint` values; any other value is ignored. */
+const TOKEN_TYPE_HINTS: ReadonlySet<string> = new Set(['access_token', 'refresh_token']);
+
+/**
+ * Single-process revocation list: `jti` → until when it stays revoked. Entries are swept once they pass
+ * their expiry, so memory is bounded by the revocation rate times the longest token lifetime. Replicas
+ * need a shared list (pass one as `BrokerOptions.revocationList`).
+ */
+export class InMemoryRevocationList implements RevocationList {
+  readonly #revoked = new Map<string, number>();
+  #nextSweepAt = 0;
+
+  constructor(
+    private readonly clock: Clock,
+    private readonly sweepIntervalMs = 30_000,
+  ) {}
+
+  async revoke(jti: string, expiresAt: Date): Promise<void> {
+    const now = this.clock.now().getTime();
+    this.#sweep(now);
+    const until = expiresAt.getTime();
+    if (until <= now) return;
+    // Revoking again never shortens an entry.
+    this.#revoked.set(jti, Math.max(until, this.#revoked.get(jti) ?? 0));
+  }
+
+  async isRevoked(jti: string): Promise<boolean> {
+    const now = this.clock.now().getTime();
+    this.#sweep(now);
+    const until = this.#revoked.get(jti);
+    return until !== undefined && until > now;
+  }
+
+  get size(): number {
+    return this.#revoked.size;
+  }
+
+  #sweep(now: number): void {
+    if (now < this.#nextSweepAt) return;
+    this.#nextSweepAt = now + this.sweepIntervalMs;
+    for (const [jti, until] of this.#revoked) if (until <= now) this.#revoked.delete(jti);
+  }
+}
+
+export interface RevocationEndpointDeps {
+  readonly authenticator: ClientAuthenticator;
+  readonly keyRing: KeyRing;
+  readonly revocationList: RevocationList;
+  readonly audit: AuditSink;
+  readonly clock: Clock;
+  readonly log: Logger;
+  readonly broker: BrokerInfo;
+  /** Tokens longer than this cannot be ones the broker issued (`limits.maxIssuedTokenBytes`). */
+  readonly maxTokenBytes: number;
+}
+
+/** What became of one revocation request, for its audit record. */
+interface RevocationTrace {
+  client?: AuthenticatedClient;
+  outcome?: 'revoked' | 'ignored';
+  reason?: string;
+  jti?: string;
+  tokenTypeHint?: string;
+}
+
+/**
+ * RFC 7009 revocation without HTTP: client authentication, then the token. Only access tokens this broker
+ * issued can be revoked, by the client they were issued to; anything else that is not a live token of this
+ * broker is answered 200 without effect (§2.2: no error the client could act on, and no oracle).
+ */
+export class RevocationEndpoint {
+  constructor(private readonly deps: RevocationEndpointDeps) {}
+
+  /** `readRequest` runs inside the audited scope, so transport refusals are recorded too. */
+  async handle(readRequest: () => Promise<TokenRequest>, requestId: string): Promise<void> {
+    const started = performance.now();
+    const trace: RevocationTrace = {};
+    try {
+      await this.#revoke(await readRequest(), trace);
+      this.#record(requestId, started, trace);
+    } catch (caught) {
+      const error = caught instanceof OAuthError ? caught : this.#fault(caught);
+      this.#record(requestId, started, trace, error);
+      throw error;
+    }
+  }
+
+  async #revoke(request: TokenRequest, trace: RevocationTrace): Promise<void> {
+    // §2.1: the server first validates the client credentials.
+    const client = await this.deps.authenticator.authenticate(request);
+    trace.client = client;
+    // A public client proves nothing but a client_id, and every token names its client_id: anyone holding
+    // (or having seen) a token could revoke it. Only clients that authenticate may revoke.
+    if (client.authMethod === 'none') throw new InvalidClient('client authentication required', { detail: 'revocation: public clients may not revoke' });
+
+    const hint = request.get('token_type_hint');
+    if (hint !== undefined && TOKEN_TYPE_HINTS.has(hint)) trace.tokenTypeHint = hint;
+    const token = request.get('token');
+    if (token === undefined) throw new InvalidRequest('token is required', { detail: 'revocation: missing token' });
+
+    const own = await this.#ownToken(token);
+    if (!own.payload) {
+      trace.outcome = 'ignored';
+      trace.reason = own.reason;
+      return;
+    }
+    const { jti, exp, client_id: issuedTo } = own.payload as { jti: string; exp: number; client_id: string };
+    trace.jti = jti;
+    // §2.1: then it verifies that the token was issued to the client making the request; if not, the request
+    // is refused. RFC 6749 §5.2 names that case `invalid_grant` ("issued to another client"). This is no
+    // oracle: the token is a signed JWT whose client_id anyone holding it can read and check against our JWKS.
+    if (issuedTo !== client.id) throw new InvalidGrant('token was not issued to this client', { detail: 'revocation: token issued to another client' });
+    try {
+      await this.deps.revocationList.revoke(jti, new Date((exp + REVOCATION_MARGIN_SECONDS) * 1000));
+    } catch (error) {
+      if (error instanceof OAuthError) throw error;
+      // §2.2.1: 503 tells the client the token may still be valid and to retry.
+      this.deps.log.error({ err: error }, 'revocation list unavailable');
+      throw new TemporarilyUnavailable('revocation is temporarily unavailable, retry later', { detail: 'revocation: list unavailable' });
+    }
+    trace.outcome = 'revoked';
+  }
+
+  /**
+   * The verified claims when `token` is a live access token this broker issued (its keys, its issuer,
+   * `typ` at+jwt, `jti`, `exp` and `client_id` present); otherwise why it is not, as a fixed reason.
+   */
+  async #ownToken(token: string): Promise<{ payload?: JWTPayload; reason?: string }> {
+    if (token.length > this.deps.maxTokenBytes || !isCompactJws(token)) return { reason: 'not a token of this broker (format)' };
+    let payload: JWTPayload;
+    try {
+      ({ payload } = await jwtVerify(token, this.deps.keyRing.verifier(), {
+        issuer: this.deps.broker.issuer,
+        typ: ACCESS_TOKEN_TYP,
+        algorithms: [...this.deps.keyRing.algorithms],
+        // A token within the margin past exp may still pass a skewed validator: still worth revoking.
+        clockTolerance: REVOCATION_MARGIN_SECONDS,
+        currentDate: this.deps.clock.now(),
+        requiredClaims: ['exp', 'jti', 'client_id'],
+      }));
+    } catch (error) {
+      if (error instanceof joseErrors.JWTExpired) return { reason: 'expired' };
+      if (error instanceof joseErrors.JOSEError) return { reason: `not a token of this broker (${error.code})` };
+      // Client input never makes a 5xx: whatever jose choked on, it is not a token we could have issued.
+      this.deps.log.warn({ errName: error instanceof Error ? error.name : typeof error }, 'revocation: unexpected verification error');
+      return { reason: 'not a token of this broker (unverifiable)' };
+    }
+    const { jti, client_id: clientId } = payload;
+    if (typeof jti !== 'string' || jti === '' || jti.length > 256 || typeof clientId !== 'string') return { reason: 'not a token of this broker (claims)' };
+    return { payload };
+  }
+
+  #fault(error: unknown): OAuthError {
+    this.deps.log.error({ err: error }, 'revocation endpoint fault');
+    return new ServerError(undefined, { detail: 'unexpected error' });
+  }
+
+  #record(requestId: string, started: number, trace: RevocationTrace, error?: OAuthError): void {
+    this.deps.audit.record({
+      event: 'revoke',
+      decision: error ? 'deny' : 'allow',
+      requestId,
+      ...(error ? { error: error.code } : {}),
+      ...((error?.detail ?? trace.reason) ? { reason: (error?.detail ?? trace.reason)! } : {}),
+      ...(trace.client ? { client: { id: trace.client.id, authMethod: trace.client.authMethod } } : {}),
+      ...(trace.outcome ? { outcome: trace.outcome } : {}),
+      ...(trace.jti ? { jti: trace.jti } : {}),
+      ...(trace.tokenTypeHint ? { tokenTypeHint: trace.tokenTypeHint } : {}),
+      latencyMs: Math.round((performance.now() - started) * 100) / 100,
+    });
+  }
+}
