@@ -113,6 +113,25 @@ async function assertion(key: TestKey, audience: string): Promise<string> {
     .sign(key.privateKey);
 }
 
+/** Exchanges `subjectToken` once, outside timing, for a broker token naming the client itself. */
+async function ownToken(tokenEndpoint: string, subjectToken: string, clientAssertion: string): Promise<string> {
+  const response = await fetch(tokenEndpoint, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({
+      grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange',
+      subject_token: subjectToken,
+      subject_token_type: 'urn:ietf:params:oauth:token-type:id_token',
+      audience: 'bench-client',
+      client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
+      client_assertion: clientAssertion,
+    }),
+  });
+  const body = (await response.json()) as { access_token?: string };
+  if (!body.access_token) throw new Error(`could not get the actor token: ${JSON.stringify(body)}`);
+  return body.access_token;
+}
+
 async function main(): Promise<void> {
   const idp = await LoopbackIssuer.start();
   const clientKey = await generateTestKey('ES256');
@@ -124,7 +143,18 @@ async function main(): Promise<void> {
     network: { allowLoopbackHttp: true },
     clients: [{ id: 'bench-client', auth: { method: 'private_key_jwt', jwks: { keys: [clientKey.publicJwk] } } }],
     plugins: [{ use: '@tessera/plugin-oidc', config: { issuers: [{ issuer: idp.issuer, jwksUri: idp.jwksUri }] } }, { use: '@tessera/plugin-access-token' }],
-    policy: { rules: [{ id: 'bench', match: { issuers: [idp.issuer] }, grant: { audiences: [API], scopes: ['read'], maxLifetimeSeconds: 600 } }] },
+    policy: {
+      rules: [
+        // The client's own broker token, used as actor_token in the delegation phase.
+        { id: 'self', match: { issuers: [idp.issuer], subjects: ['bench-client'] }, grant: { audiences: ['bench-client'], maxLifetimeSeconds: 3600, allowLifetimeBeyondSubject: true } },
+        { id: 'bench', match: { issuers: [idp.issuer] }, grant: { audiences: [API], scopes: ['read'], maxLifetimeSeconds: 600 } },
+        {
+          id: 'bench-delegated',
+          match: { issuers: [idp.issuer], actor: { trust: ['broker'], subjects: ['bench-client'] }, when: "subject.subject == 'alice' && request.chainDepth <= 2" },
+          grant: { audiences: [API], scopes: ['read'], maxLifetimeSeconds: 600, delegation: { allowed: true }, claims: { copy: ['email'] } },
+        },
+      ],
+    },
   };
   const broker = await startChild('broker', { BENCH_BROKER_CONFIG: JSON.stringify(config) });
   const koa = await startChild('koa');
@@ -151,6 +181,29 @@ async function main(): Promise<void> {
     const exchanges = await load('token exchange', tokenEndpoint, bodies.slice(WARMUP));
     if (exchanges.ok !== REQUESTS) throw new Error(`only ${exchanges.ok} of ${REQUESTS} exchanges succeeded`);
 
+    // Delegation: the same subject, plus the client's own broker token as actor (a second verification,
+    // the revocation check, chain building, a CEL condition and a mapped claim).
+    const actorToken = await ownToken(tokenEndpoint, await idp.mint({ sub: 'bench-client', aud: broker.url }), await assertion(clientKey, tokenEndpoint));
+    const delegationSubject = await idp.mint({ sub: 'alice', aud: broker.url, email: 'alice@example.test' }, { expiresIn: 3600 });
+    const delegationBodies = await Promise.all(
+      Array.from({ length: WARMUP + REQUESTS }, async () =>
+        new URLSearchParams({
+          grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange',
+          subject_token: delegationSubject,
+          subject_token_type: 'urn:ietf:params:oauth:token-type:id_token',
+          actor_token: actorToken,
+          actor_token_type: 'urn:ietf:params:oauth:token-type:access_token',
+          audience: API,
+          scope: 'read',
+          client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
+          client_assertion: await assertion(clientKey, tokenEndpoint),
+        }).toString(),
+      ),
+    );
+    await load('warm-up', tokenEndpoint, delegationBodies.slice(0, WARMUP));
+    const delegations = await load('delegated exchange', tokenEndpoint, delegationBodies.slice(WARMUP));
+    if (delegations.ok !== REQUESTS) throw new Error(`only ${delegations.ok} of ${REQUESTS} delegated exchanges succeeded`);
+
     const row = (phase: Phase) =>
       `${phase.name.padEnd(20)} ${phase.perSecond.toFixed(0).padStart(8)}/s   p50 ${phase.p50.toFixed(2).padStart(7)} ms   p99 ${phase.p99.toFixed(2).padStart(7)} ms`;
     process.stdout.write(
@@ -158,8 +211,11 @@ async function main(): Promise<void> {
         `tessera bench: ${REQUESTS} requests, concurrency ${CONCURRENCY}, loopback HTTP, node ${process.version}`,
         row(baseline),
         row(exchanges),
+        row(delegations),
         `ratio: token exchange = ${((exchanges.perSecond / baseline.perSecond) * 100).toFixed(1)}% of the empty Koa handler`,
-        '(each exchange: client assertion ES256 verify + jti replay check, ID token ES256 verify, policy, access token ES256 sign, audit)',
+        `ratio: delegated exchange = ${((delegations.perSecond / baseline.perSecond) * 100).toFixed(1)}% of the empty Koa handler, ${((delegations.perSecond / exchanges.perSecond) * 100).toFixed(1)}% of a plain exchange`,
+        '(each exchange: client assertion ES256 verify + jti replay check, ID token ES256 verify, policy, access token ES256 sign, audit;',
+        ' a delegated one also verifies the actor token, checks revocation, builds act, evaluates a CEL condition)',
         '',
       ].join('\n'),
     );
