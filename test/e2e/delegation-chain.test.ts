@@ -71,7 +71,7 @@ describe('three-hop delegation chain', () => {
   };
   const userToken = (claims: JWTPayload = {}) => idp.mint({ sub: 'alice', aud: running.issuer, email: 'alice@example.test', scope: 'tools:read tools:write files:read', ...claims }, { expiresIn: 900 });
 
-  /** A workload exchanges `subject` for `audience`, as client and actor with its own SVIDs. */
+  /** A workload exchanges `subject`, as client and (unless `fields` say otherwise) actor with its own SVIDs. */
   const exchange = async (workload: string, subject: { token: string; type: string }, fields: Record<string, string> = {}) =>
     postToken(running.tokenEndpoint, {
       grant_type: TOKEN_EXCHANGE,
@@ -133,16 +133,8 @@ describe('three-hop delegation chain', () => {
     };
 
     it('an external JWT as actor', async () => {
-      const response = await postToken(running.tokenEndpoint, {
-        grant_type: TOKEN_EXCHANGE,
-        client_assertion_type: JWT_SPIFFE,
-        client_assertion: await svid(AGENT),
-        subject_token: await userToken(),
-        subject_token_type: JWT,
-        actor_token: await idp.mint({ sub: AGENT, aud: running.issuer }),
-        actor_token_type: JWT,
-        audience: MCP,
-      });
+      const external = await idp.mint({ sub: AGENT, aud: running.issuer });
+      const response = await exchange(AGENT, { token: await userToken(), type: JWT }, { actor_token: external, actor_token_type: JWT, audience: MCP });
       expectRefused(response, 'invalid_request', 'actor: actor_not_trusted');
       expect(response.body.error_description).toBe('actor_token is invalid or not acceptable');
     });
@@ -155,16 +147,7 @@ describe('three-hop delegation chain', () => {
     });
 
     it('an actor that is not the authenticated client', async () => {
-      const response = await postToken(running.tokenEndpoint, {
-        grant_type: TOKEN_EXCHANGE,
-        client_assertion_type: JWT_SPIFFE,
-        client_assertion: await svid(AGENT),
-        subject_token: await userToken(),
-        subject_token_type: JWT,
-        actor_token: await svid(`${TD}/other-agent`),
-        actor_token_type: JWT_SVID,
-        audience: MCP,
-      });
+      const response = await exchange(AGENT, { token: await userToken(), type: JWT }, { actor_token: await svid(`${TD}/other-agent`), audience: MCP });
       expectRefused(response, 'invalid_request', /^policy: (no_rule_matched|actor_not_client)/);
     });
 

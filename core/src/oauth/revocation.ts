@@ -14,6 +14,7 @@ import {
   type Logger,
   type RevocationList,
 } from '@tessera/plugin-sdk';
+import { ExpiringKeys } from './expiring-keys.js';
 import type { AuditSink } from '../audit/audit-log.js';
 import type { ClientAuthenticator } from './client-auth.js';
 import type { TokenRequest } from './request.js';
@@ -37,38 +38,23 @@ const TOKEN_TYPE_HINTS: ReadonlySet<string> = new Set(['access_token', 'refresh_
  * need a shared list (pass one as `BrokerOptions.revocationList`).
  */
 export class InMemoryRevocationList implements RevocationList {
-  readonly #revoked = new Map<string, number>();
-  #nextSweepAt = 0;
+  readonly #revoked: ExpiringKeys;
 
-  constructor(
-    private readonly clock: Clock,
-    private readonly sweepIntervalMs = 30_000,
-  ) {}
+  constructor(clock: Clock, sweepIntervalMs?: number) {
+    this.#revoked = new ExpiringKeys(clock, sweepIntervalMs);
+  }
 
   async revoke(jti: string, expiresAt: Date): Promise<void> {
-    const now = this.clock.now().getTime();
-    this.#sweep(now);
-    const until = expiresAt.getTime();
-    if (until <= now) return;
     // Revoking again never shortens an entry.
-    this.#revoked.set(jti, Math.max(until, this.#revoked.get(jti) ?? 0));
+    this.#revoked.remember(jti, expiresAt);
   }
 
   async isRevoked(jti: string): Promise<boolean> {
-    const now = this.clock.now().getTime();
-    this.#sweep(now);
-    const until = this.#revoked.get(jti);
-    return until !== undefined && until > now;
+    return this.#revoked.has(jti);
   }
 
   get size(): number {
     return this.#revoked.size;
-  }
-
-  #sweep(now: number): void {
-    if (now < this.#nextSweepAt) return;
-    this.#nextSweepAt = now + this.sweepIntervalMs;
-    for (const [jti, until] of this.#revoked) if (until <= now) this.#revoked.delete(jti);
   }
 }
 
