@@ -20,6 +20,11 @@ function identity(overrides: Partial<VerifiedIdentity> = {}): VerifiedIdentity {
 
 const agent = identity({ issuer: 'spiffe://prod.example', subject: 'spiffe://prod.example/agent', tokenType: TOKEN_TYPE_JWT_SVID });
 const agentClient: AuthenticatedClient = { id: 'spiffe://prod.example/agent', authMethod: 'spiffe_jwt', identity: agent };
+/** A token this broker issued (verified by the access-token plugin): only such a subject may bring a chain. */
+const brokerToken = (claims: Record<string, unknown>) => ({
+  subject: identity({ issuer: BROKER, tokenType: TOKEN_TYPE_ACCESS_TOKEN, claims }),
+  subjectTrust: 'broker' as const,
+});
 
 function plan(overrides: Partial<DelegationInput>) {
   return planDelegation({ client: agentClient, subject: identity(), brokerIssuer: BROKER, maxChainDepth: 5, ...overrides });
@@ -43,9 +48,9 @@ describe('delegation chain', () => {
   });
 
   it('nests the chain the subject token already carries inside the new actor', () => {
-    const subject = identity({ claims: { act: { sub: 'spiffe://prod.example/agent', iss: 'spiffe://prod.example', exp: 1, act: { sub: 'gateway' } } } });
+    const subject = brokerToken({ act: { sub: 'spiffe://prod.example/agent', iss: 'spiffe://prod.example', exp: 1, act: { sub: 'gateway' } } });
     const mcp = identity({ issuer: 'spiffe://prod.example', subject: 'spiffe://prod.example/mcp' });
-    const { act } = plan({ subject, actor: mcp, actorTrust: 'workload', client: { id: mcp.subject, authMethod: 'spiffe_jwt', identity: mcp } });
+    const { act } = plan({ ...subject, actor: mcp, actorTrust: 'workload', client: { id: mcp.subject, authMethod: 'spiffe_jwt', identity: mcp } });
     // Members other than sub, iss and spiffe_id carry no meaning in act (RFC 8693 §4.1) and are dropped.
     expect(act).toEqual({
       sub: 'spiffe://prod.example/mcp',
@@ -55,14 +60,25 @@ describe('delegation chain', () => {
     });
   });
 
-  it('keeps the subject chain on impersonation: history is never dropped', () => {
-    const subject = identity({ claims: { act: { sub: 'gateway' } } });
-    expect(plan({ subject }).act).toEqual({ sub: 'gateway' });
+  it('lets only the current actor impersonate a delegated token, keeping its chain', () => {
+    const subject = brokerToken({ act: { sub: agent.subject, iss: agent.issuer } });
+    // The agent narrowing its own delegated token: history is never dropped.
+    expect(plan(subject).act).toEqual({ sub: agent.subject, iss: agent.issuer });
+    // Anyone else would appear as if the agent were acting.
+    const other = { id: 'spiffe://prod.example/other', authMethod: 'spiffe_jwt' as const, identity: { ...agent, subject: 'spiffe://prod.example/other' } };
+    expect(refusal(() => plan({ ...subject, client: other }))).toBe('delegation: delegated_subject_needs_actor');
+  });
+
+  it('takes a chain only from tokens this broker issued', () => {
+    expect(refusal(() => plan({ subject: identity({ claims: { act: { sub: agent.subject } } }) }))).toBe('subject: act_from_foreign_issuer');
+    // Trusted kind, but another issuer: not ours either.
+    expect(refusal(() => plan({ subject: identity({ claims: { act: { sub: agent.subject } } }), subjectTrust: 'broker' }))).toBe('subject: act_from_foreign_issuer');
+    expect(refusal(() => plan({ ...brokerToken({ act: { sub: agent.subject } }), subjectTrust: 'workload' }))).toBe('subject: act_from_foreign_issuer');
   });
 
   it('refuses malformed chains rather than repairing them', () => {
     for (const act of ['gateway', { iss: 'x' }, { sub: '' }, { sub: 7 }, [{ sub: 'a' }], { sub: 'a', act: 'b' }, { sub: 'a', iss: 3 }, { sub: 'x'.repeat(1025) }]) {
-      expect(refusal(() => plan({ subject: identity({ claims: { act } }) })), JSON.stringify(act).slice(0, 40)).toBe('subject: act claim malformed');
+      expect(refusal(() => plan(brokerToken({ act }))), JSON.stringify(act).slice(0, 40)).toBe('subject: act claim malformed');
     }
   });
 
@@ -73,10 +89,10 @@ describe('delegation chain', () => {
       return act;
     };
     expect(readPriorChain(identity({ claims: { act: nested(5) } }), 5)).toHaveLength(5);
-    expect(plan({ subject: identity({ claims: { act: nested(4) } }), actor: agent, actorTrust: 'workload' }).members).toHaveLength(5);
-    expect(refusal(() => plan({ subject: identity({ claims: { act: nested(5) } }), actor: agent, actorTrust: 'workload' }))).toMatch(/chain_too_deep/);
+    expect(plan({ ...brokerToken({ act: nested(4) }), actor: agent, actorTrust: 'workload' }).members).toHaveLength(5);
+    expect(refusal(() => plan({ ...brokerToken({ act: nested(5) }), actor: agent, actorTrust: 'workload' }))).toMatch(/chain_too_deep/);
     // Reading stops at the cap: a hostile 10 000-deep chain costs no more than a 6-deep one.
-    expect(refusal(() => plan({ subject: identity({ claims: { act: nested(10_000) } }) }))).toMatch(/chain_too_deep/);
+    expect(refusal(() => plan(brokerToken({ act: nested(10_000) })))).toMatch(/chain_too_deep/);
   });
 
   it('toActClaim nests current actor outermost', () => {
@@ -96,10 +112,14 @@ describe('actor trust', () => {
     expect(refusal(() => plan({ actor: { ...agent, subject: 'spiffe://prod.example' }, actorTrust: 'workload' }))).toBe('actor: actor_not_trusted');
   });
 
-  it('requires a broker actor to come from this broker', () => {
-    const own = identity({ issuer: BROKER, subject: 'svc', tokenType: TOKEN_TYPE_ACCESS_TOKEN });
-    expect(plan({ actor: own, actorTrust: 'broker', client: { id: 'svc', authMethod: 'private_key_jwt' } }).act).toEqual({ sub: 'svc', iss: BROKER });
-    expect(refusal(() => plan({ actor: { ...own, issuer: 'https://other-broker.example' }, actorTrust: 'broker' }))).toBe('actor: actor_not_trusted');
+  it("requires a broker actor to be this broker's token, issued to and presented by the client it names", () => {
+    const own = identity({ issuer: BROKER, subject: 'svc', tokenType: TOKEN_TYPE_ACCESS_TOKEN, claims: { client_id: 'svc' } });
+    const svc = { id: 'svc', authMethod: 'private_key_jwt' as const };
+    expect(plan({ actor: own, actorTrust: 'broker', client: svc }).act).toEqual({ sub: 'svc', iss: BROKER });
+    expect(refusal(() => plan({ actor: { ...own, issuer: 'https://other-broker.example' }, actorTrust: 'broker', client: svc }))).toBe('actor: actor_not_trusted');
+    // A user's token held by the client, or the client's token held by someone else, proves no actor.
+    expect(refusal(() => plan({ actor: { ...own, subject: 'alice' }, actorTrust: 'broker', client: svc }))).toBe('actor: actor_not_own_token');
+    expect(refusal(() => plan({ actor: own, actorTrust: 'broker', client: { id: 'other', authMethod: 'private_key_jwt' } }))).toBe('actor: actor_not_own_token');
   });
 
   it('refuses an actor token that itself carries a chain', () => {
@@ -125,9 +145,10 @@ describe('may_act (RFC 8693 §4.4)', () => {
     expect(refusal(() => plan({ subject: subject({ sub: 'backend', iss: BROKER }), client: { id: 'backend', authMethod: 'private_key_jwt' } }))).toBe('delegation: may_act_mismatch');
   });
 
-  it('refuses a malformed may_act instead of ignoring it', () => {
+  it('refuses a malformed may_act, or one stating members it cannot compare, instead of ignoring it', () => {
     for (const mayAct of ['agent', null, [], { iss: 'x' }, { sub: 1 }]) {
       expect(refusal(() => plan({ subject: subject(mayAct), actor: agent, actorTrust: 'workload' }))).toBe('delegation: may_act_malformed');
     }
+    expect(refusal(() => plan({ subject: subject({ sub: agent.subject, client_id: 'x' }), actor: agent, actorTrust: 'workload' }))).toBe('delegation: may_act_unsupported');
   });
 });

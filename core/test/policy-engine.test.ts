@@ -451,6 +451,10 @@ describe('scopes held by the subject token', () => {
     expect(refused(own.decide(request({ subject: token, scopes: ['read'] }))).reason).toBe('scope_exceeds_subject');
   });
 
+  it('reads scope, and scp only when there is no scope: never both merged', () => {
+    expect(refused(rules.decide(request({ subject: holding({ scope: 'read', scp: ['write'] }), scopes: ['write'] }))).reason).toBe('scope_exceeds_subject');
+  });
+
   it('refuses a malformed scope claim', () => {
     for (const claims of [{ scope: 3 }, { scp: [1] }, { scope: { read: true } }]) {
       expect(refused(rules.decide(request({ subject: holding(claims), scopes: ['read'] }))).reason).toBe('subject_scope_malformed');
@@ -531,5 +535,16 @@ describe('explain', () => {
       { id: 'b', outcome: 'decided', reasons: [] },
       { id: 'c', outcome: 'shadowed', reasons: ['an earlier rule decided (b)'] },
     ]);
+  });
+});
+
+describe('the broker itself as audience', () => {
+  it('is granted only by a rule that names it literally', () => {
+    const wide = engine({ id: 'wide', grant: { audiences: ['https://**'] } }, 'https://broker.example');
+    for (const audience of ['https://broker.example', 'https://broker.example/token']) {
+      expect(refused(wide.decide(request({ targets: [audience] }))).reason).toBe('audience_is_broker');
+    }
+    const literal = engine({ id: 'literal', grant: { audiences: ['https://broker.example'] } }, 'https://broker.example');
+    expect(allowed(literal.decide(request({ targets: ['https://broker.example'] }))).grant.audiences).toEqual(['https://broker.example']);
   });
 });

@@ -175,6 +175,34 @@ describe('three-hop delegation chain', () => {
       expect(decodeJwt(impersonation.body.access_token as string).act).toBeUndefined();
     });
 
+    it('an act claim from any issuer but this broker', async () => {
+      const claimsToBeDelegated = await userToken({ act: { sub: AGENT, iss: TD, spiffe_id: AGENT } });
+      const response = await postToken(running.tokenEndpoint, {
+        grant_type: TOKEN_EXCHANGE,
+        client_assertion_type: JWT_SPIFFE,
+        client_assertion: await svid(DOWNSTREAM),
+        subject_token: claimsToBeDelegated,
+        subject_token_type: JWT,
+        audience: 'https://elsewhere.example.test',
+      });
+      expectRefused(response, 'invalid_request', 'subject: act_from_foreign_issuer');
+    });
+
+    it('impersonation of a delegated token by anyone but its current actor', async () => {
+      const toFilesApi = (await exchange(MCP, { token: await hop1Token(), type: ACCESS_TOKEN }, { audience: DOWNSTREAM })).body.access_token as string;
+      // The files API holds a token whose current actor is the MCP server: impersonating it would make
+      // the files API's own calls look like the MCP server's.
+      const response = await postToken(running.tokenEndpoint, {
+        grant_type: TOKEN_EXCHANGE,
+        client_assertion_type: JWT_SPIFFE,
+        client_assertion: await svid(DOWNSTREAM),
+        subject_token: toFilesApi,
+        subject_token_type: ACCESS_TOKEN,
+        audience: 'https://elsewhere.example.test',
+      });
+      expectRefused(response, 'invalid_request', 'delegation: delegated_subject_needs_actor');
+    });
+
     it('a broker token whose audience is another workload', async () => {
       // The agent's token names the MCP server: the files API cannot exchange it.
       const response = await exchange(DOWNSTREAM, { token: await hop1Token(), type: ACCESS_TOKEN }, { audience: 'https://elsewhere.example.test' });

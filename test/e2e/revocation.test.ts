@@ -33,7 +33,9 @@ describe('token revocation', () => {
     [clientA, clientB] = await Promise.all([TestClient.create('client-a'), TestClient.create('client-b')]);
     const build = (issuer: string) => ({
       clients: [clientA.config(['token_exchange']), clientB.config(['token_exchange']), { id: 'public', auth: { method: 'none' } }],
-      plugins: [oidcPlugin({ issuer: idp.issuer }), accessTokenPlugin],
+      // The second issuer is this broker, trusted through the oidc plugin too: a misconfiguration that
+      // must not become a way around revocation and audience binding.
+      plugins: [oidcPlugin({ issuer: idp.issuer }, { issuer, jwksUri: `${issuer}/keys` }), accessTokenPlugin],
       policy: {
         rules: [
           // The user's token becomes a broker token for the broker itself...
@@ -106,6 +108,21 @@ describe('token revocation', () => {
 
     // Revoking again changes nothing and still answers 200.
     expectOk(await revoke({ token }));
+  });
+
+  it('accepts its own tokens only through the access-token validator, never around revocation', async () => {
+    const token = await brokerToken();
+    expectOk(await revoke({ token }));
+    // The oidc plugin also trusts this broker's keys here, but its identities from this issuer are refused.
+    const asJwt = await postToken(running.tokenEndpoint, {
+      grant_type: TOKEN_EXCHANGE,
+      subject_token: token,
+      subject_token_type: 'urn:ietf:params:oauth:token-type:jwt',
+      audience: API,
+      ...(await clientA.auth(running.issuer)),
+    });
+    expectError(asJwt, 400, 'invalid_request', token);
+    expect(running.audit.records.at(-1)).toMatchObject({ reason: 'subject: untrusted_issuer: a token of this broker is accepted only as an access_token' });
   });
 
   it('leaves a token valid when another client tries to revoke it', async () => {

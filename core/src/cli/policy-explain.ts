@@ -83,16 +83,21 @@ export function explainPolicy(input: unknown, context: ExplainContext): ExplainR
     ...(request.client.authMethod === 'spiffe_jwt' ? { identity: spiffeClientIdentity(request.client.id, now) } : {}),
   };
   const actorTrust = actor && context.validators.get(actor.tokenType)?.actorTrust;
+  const subjectTrust = request.grantType === 'client_credentials' ? undefined : context.validators.get(subject.tokenType)?.actorTrust;
   let chain: readonly ChainMember[] = [];
   try {
-    chain = planDelegation({
-      client,
-      subject,
-      ...(actor ? { actor } : {}),
-      ...(actorTrust ? { actorTrust } : {}),
-      brokerIssuer: context.brokerIssuer,
-      maxChainDepth: context.maxChainDepth,
-    }).members;
+    chain = planDelegation(
+      {
+        client,
+        subject,
+        ...(subjectTrust ? { subjectTrust } : {}),
+        ...(actor ? { actor } : {}),
+        ...(actorTrust ? { actorTrust } : {}),
+        brokerIssuer: context.brokerIssuer,
+        maxChainDepth: context.maxChainDepth,
+      },
+      (members) => (chain = members),
+    ).members;
   } catch (error) {
     if (!(error instanceof OAuthError)) throw error;
     return { decision: { allowed: false, error: error.code, reason: error.detail ?? error.code }, chain, rules: [] };
@@ -125,6 +130,8 @@ export function explainPolicy(input: unknown, context: ExplainContext): ExplainR
     };
   }
   const { grant } = decision;
+  const unfit = context.issuers.grantRefusal(grant.tokenType, grant);
+  if (unfit) return { decision: { allowed: false, error: 'invalid_request', reason: unfit, ruleId: decision.ruleId }, chain, rules };
   const issuer = context.issuers.get(grant.tokenType);
   const issuerPlugin = context.issuers.pluginOf(grant.tokenType);
   const claims = issuer?.preview?.(grant, { brokerIssuer: context.brokerIssuer, now });

@@ -118,6 +118,11 @@ export class ExchangePipeline {
       const identity = await Promise.race([validator.validate(token, ctx), timedOut]);
       const fault = identityFault(identity, tokenType);
       if (fault) throw new Error(`validator returned ${fault}`);
+      // This broker's tokens are verified only by the validator that checks its keys, revocation and
+      // audience binding; another validator trusting the broker's JWKS must not be a way around those.
+      if (identity.issuer === this.deps.broker.issuer && validator.actorTrust !== 'broker') {
+        throw new InvalidToken('untrusted_issuer', 'a token of this broker is accepted only as an access_token');
+      }
       return await Promise.race([this.#enrich(identity, ctx), timedOut]);
     } catch (error) {
       throw this.#roleError(error, role, tokenType);
@@ -160,15 +165,19 @@ export class ExchangePipeline {
 
     const { validators } = this.deps;
     const actorTrust = input.actor && validators.get(input.actor.tokenType)?.actorTrust;
-    const { members: chain } = planDelegation({
-      client: input.client,
-      subject: input.subject,
-      ...(input.actor ? { actor: input.actor } : {}),
-      ...(actorTrust ? { actorTrust } : {}),
-      brokerIssuer: this.deps.broker.issuer,
-      maxChainDepth: this.deps.maxChainDepth,
-    });
-    trace.chain = chain;
+    const subjectTrust = input.grantType === 'client_credentials' ? undefined : validators.get(input.subject.tokenType)?.actorTrust;
+    const { members: chain } = planDelegation(
+      {
+        client: input.client,
+        subject: input.subject,
+        ...(subjectTrust ? { subjectTrust } : {}),
+        ...(input.actor ? { actor: input.actor } : {}),
+        ...(actorTrust ? { actorTrust } : {}),
+        brokerIssuer: this.deps.broker.issuer,
+        maxChainDepth: this.deps.maxChainDepth,
+      },
+      (members) => (trace.chain = members),
+    );
 
     const now = this.deps.clock.now();
     const subjectValidator = input.grantType === 'client_credentials' ? undefined : validators.pluginOf(input.subject.tokenType);
@@ -193,9 +202,8 @@ export class ExchangePipeline {
     if (!decision.allowed) throw decision.error;
 
     const { grant } = decision;
-    if ((grant.act || grant.claims) && !this.deps.issuers.knowsGrantExtensions(requestedTokenType)) {
-      throw InvalidRequest.policy(`issuer plugin ${this.deps.issuers.pluginOf(requestedTokenType)} predates delegation and claim mapping (plugin API < 1.2)`);
-    }
+    const unfit = this.deps.issuers.grantRefusal(requestedTokenType, grant);
+    if (unfit) throw InvalidRequest.policy(unfit);
     let issued: IssuedToken;
     try {
       issued = await issuer.issue(decision.grant, { brokerIssuer: this.deps.broker.issuer, now, signal: AbortSignal.timeout(this.deps.validationTimeoutMs) });

@@ -1,5 +1,5 @@
 import semver from 'semver';
-import type { SubjectValidator, TokenIssuer, TokenTypeUrn } from '@tessera/plugin-sdk';
+import type { Grant, SubjectValidator, TokenIssuer, TokenTypeUrn } from '@tessera/plugin-sdk';
 import { ConfigError } from '../config/errors.js';
 
 /** The plugin API version that added `Grant.act` and `Grant.claims`. */
@@ -60,10 +60,14 @@ export class IssuerRegistry extends TokenTypeRegistry<TokenIssuer> {
   }
 
   /**
-   * False for issuers written against an API older than 1.2: they would silently drop a delegation chain
-   * or mapped claims, so such grants are refused for them.
+   * Why no issuer will take `grant` for `type`, if so: none is registered, or it was written against an
+   * API older than 1.2 and would silently drop a delegation chain or mapped claims.
    */
-  knowsGrantExtensions(type: string): boolean {
-    return this.#knowsGrantExtensions.has(type);
+  grantRefusal(type: string, grant: Pick<Grant, 'act' | 'claims'>): string | undefined {
+    if (!this.get(type)) return 'no issuer for requested_token_type';
+    if ((grant.act || grant.claims) && !this.#knowsGrantExtensions.has(type)) {
+      return `issuer plugin ${this.pluginOf(type)} predates delegation and claim mapping (plugin API < 1.2)`;
+    }
+    return undefined;
   }
 }

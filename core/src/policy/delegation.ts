@@ -28,6 +28,11 @@ const SPIFFE_TRUST_DOMAIN_ISSUER = /^spiffe:\/\/[a-z0-9._-]+$/;
 export interface DelegationInput {
   readonly client: AuthenticatedClient;
   readonly subject: VerifiedIdentity;
+  /**
+   * How the validator that verified the subject is trusted. Only a token this broker issued (`broker`)
+   * may bring a chain: anyone else's `act` is a claim this broker cannot vouch for.
+   */
+  readonly subjectTrust?: ActorTrust;
   readonly actor?: VerifiedIdentity;
   /** How the validator that verified the actor is trusted (undefined: not at all). */
   readonly actorTrust?: ActorTrust;
@@ -40,18 +45,32 @@ export interface DelegationInput {
  * `may_act` must name whoever acts, and the chain (the subject's own `act` plus the new actor) must fit
  * the depth cap. Throws `invalid_request`; returns the chain to issue.
  */
-export function planDelegation(input: DelegationInput): Delegation {
-  const prior = readPriorChain(input.subject, input.maxChainDepth);
-  let members = prior;
-  if (input.actor) {
-    const refusal = actorRefusal(input.actor, input.actorTrust, input.brokerIssuer);
+export function planDelegation(input: DelegationInput, onChain?: (members: readonly ChainMember[]) => void): Delegation {
+  const { subject, actor, client } = input;
+  if (subject.claims.act !== undefined && !(input.subjectTrust === 'broker' && subject.issuer === input.brokerIssuer)) {
+    throw InvalidRequest.subjectToken('subject: act_from_foreign_issuer');
+  }
+  const prior = readPriorChain(subject, input.maxChainDepth);
+  const members = actor && input.actorTrust ? [actorMember(actor, input.actorTrust), ...prior] : prior;
+  // Audit records carry the chain even when the checks below refuse it.
+  onChain?.(members);
+  if (actor) {
+    const refusal = actorRefusal(actor, input.actorTrust, input.brokerIssuer, client);
     if (refusal) throw InvalidRequest.actorToken(`actor: ${refusal}`);
-    members = [actorMember(input.actor, input.actorTrust!), ...prior];
+  } else if (prior.length > 0 && !isParty(actingParty(client, undefined), prior[0]!)) {
+    // Impersonating a delegated token would leave its current actor named as the one acting: only that
+    // actor may (to narrow it); anyone else must present an actor token and extend the chain.
+    throw InvalidRequest.policy('delegation: delegated_subject_needs_actor');
   }
   if (members.length > input.maxChainDepth) throw InvalidRequest.policy(`delegation: chain_too_deep (${members.length} > ${input.maxChainDepth})`);
-  const mayAct = mayActRefusal(input.subject, actingParty(input.client, input.actor));
+  const mayAct = mayActRefusal(subject, actingParty(client, actor));
   if (mayAct) throw InvalidRequest.policy(`delegation: ${mayAct}`);
-  return { act: toActClaim(members), members, ...(input.actor && input.actorTrust ? { actorTrust: input.actorTrust } : {}) };
+  return { act: toActClaim(members), members, ...(actor && input.actorTrust ? { actorTrust: input.actorTrust } : {}) };
+}
+
+/** The acting party is `member`: same `sub`, and same `iss` where both name one. */
+function isParty(party: ChainMember, member: ChainMember): boolean {
+  return party.sub === member.sub && (party.iss === undefined || member.iss === undefined || party.iss === member.iss);
 }
 
 /**
@@ -76,10 +95,15 @@ export function readPriorChain(subject: VerifiedIdentity, maxDepth: number): rea
  * Actors must be identities the deployment already trusts: a workload's JWT-SVID or a token this broker
  * issued. Returns the refusal reason, or undefined when the actor may act.
  */
-export function actorRefusal(actor: VerifiedIdentity, trust: ActorTrust | undefined, brokerIssuer: string): string | undefined {
+export function actorRefusal(actor: VerifiedIdentity, trust: ActorTrust | undefined, brokerIssuer: string, client: AuthenticatedClient): string | undefined {
   if (trust === undefined) return 'actor_not_trusted';
   if (trust === 'workload' && !(SPIFFE_TRUST_DOMAIN_ISSUER.test(actor.issuer) && actor.subject.startsWith(`${actor.issuer}/`))) return 'actor_not_trusted';
-  if (trust === 'broker' && actor.issuer !== brokerIssuer) return 'actor_not_trusted';
+  if (trust === 'broker') {
+    if (actor.issuer !== brokerIssuer) return 'actor_not_trusted';
+    // A broker token proves a party only as its own credential: issued to the client it names, and
+    // presented by that client. Holding someone else's bearer token proves nothing about who acts.
+    if (actor.claims.client_id !== actor.subject || client.id !== actor.subject) return 'actor_not_own_token';
+  }
   // An actor that is itself acting for someone would hide whose authority it brings.
   if (actor.claims.act !== undefined) return 'actor_is_delegated';
   return undefined;
@@ -99,12 +123,15 @@ export function actingParty(client: AuthenticatedClient, actor: VerifiedIdentity
 
 /**
  * §4.4: a subject token's `may_act` names who may act for its subject. Every member it states (`sub`,
- * and `iss` when present) must equal the acting party's. Returns the refusal reason, if any.
+ * and `iss` when present) must equal the acting party's; any other member is refused, never ignored.
+ * It binds the exchange of the token that carries it: tokens this broker issues carry the chain instead.
  */
 export function mayActRefusal(subject: VerifiedIdentity, party: ChainMember): string | undefined {
   const mayAct = subject.claims.may_act;
   if (mayAct === undefined) return undefined;
   if (!isPlainObject(mayAct) || typeof mayAct.sub !== 'string') return 'may_act_malformed';
+  // A member this broker cannot compare would be a restriction silently ignored.
+  if (Object.keys(mayAct).some((member) => member !== 'sub' && member !== 'iss')) return 'may_act_unsupported';
   if (mayAct.sub !== party.sub) return 'may_act_mismatch';
   if (mayAct.iss !== undefined && mayAct.iss !== party.iss) return 'may_act_mismatch';
   return undefined;

@@ -162,6 +162,10 @@ export class PolicyEngine {
     const audiences = request.targets.length > 0 ? [...new Set(request.targets)] : grant.defaultAudiences;
     if (audiences.length === 0) return refuse(new InvalidTarget('audience or resource is required', detail('audience_missing')), 'audience_missing');
     if (!audiences.every((audience) => rule.audiences(audience))) return refuse(new InvalidTarget(undefined, detail('audience_not_allowed')), 'audience_not_allowed');
+    // A token for the broker itself would be a broker-wide credential: only a rule naming it literally grants one.
+    if (audiences.some((audience) => this.#isBroker(audience) && !grant.audiences.includes(audience))) {
+      return refuse(new InvalidTarget(undefined, detail('audience_is_broker')), 'audience_is_broker');
+    }
 
     const held = heldScopes(request.subject, this.#brokerIssuer);
     if (held === 'malformed') return refuse(InvalidRequest.subjectToken(detail('subject_scope_malformed').detail), 'subject_scope_malformed');
@@ -220,6 +224,12 @@ export class PolicyEngine {
         ...(Object.keys(claims).length > 0 ? { claims } : {}),
       },
     };
+  }
+
+  #isBroker(audience: string): boolean {
+    if (this.#brokerIssuer === undefined) return false;
+    const base = this.#brokerIssuer.replace(/\/$/, '');
+    return audience === this.#brokerIssuer || audience === base || audience === `${base}/token`;
   }
 
   /** Why `rule` does not apply; empty when it does. Stops at the first reason unless `all`. */
@@ -301,14 +311,11 @@ function heldScopes(subject: VerifiedIdentity, brokerIssuer: string | undefined)
     // exchanging it must not reopen what policy allows.
     return subject.issuer === brokerIssuer && subject.tokenType === TOKEN_TYPE_ACCESS_TOKEN ? new Set() : undefined;
   }
-  const values: string[] = [];
-  for (const claim of [scope, scp]) {
-    if (claim === undefined) continue;
-    if (typeof claim === 'string') values.push(...claim.split(' ').filter(Boolean));
-    else if (Array.isArray(claim) && claim.every((item) => typeof item === 'string')) values.push(...(claim as string[]));
-    else return 'malformed';
-  }
-  return new Set(values);
+  // `scope` (RFC 8693 §4.2, RFC 9068) wins; `scp` is read only when there is no `scope`, never merged.
+  const claim = scope ?? scp;
+  if (typeof claim === 'string') return new Set(claim.split(' ').filter(Boolean));
+  if (Array.isArray(claim) && claim.every((item) => typeof item === 'string')) return new Set(claim as string[]);
+  return 'malformed';
 }
 
 function conditionIdentity(identity: VerifiedIdentity | undefined, validator: string | undefined): ConditionIdentity {
