@@ -157,7 +157,9 @@ describe('three-hop delegation chain', () => {
       // The files API tries to act once more: three actors against a cap of two.
       const third = await exchange(DOWNSTREAM, { token: deep.body.access_token as string, type: ACCESS_TOKEN }, { audience: 'https://elsewhere.example.test' });
       expectRefused(third, 'invalid_request', 'delegation: chain_too_deep (3 > 2)');
+      // The refused chain is in the audit record, current actor first.
       expect(running.audit.records.at(-1)!.actor).toMatchObject({ subject: DOWNSTREAM });
+      expect(running.audit.records.at(-1)!.actorChain?.map((member) => member.sub)).toEqual([DOWNSTREAM, MCP, AGENT]);
     });
 
     it('delegation where the rule allows only impersonation', async () => {

@@ -454,6 +454,13 @@ describe('refusals', () => {
       const call = await postToken(running.tokenEndpoint, { grant_type: JWT_BEARER, assertion, ...(await client.auth(running.tokenEndpoint)) });
       expectRefusal(call, 400, 'invalid_grant', [assertion]);
     });
+
+    it('an assertion unacceptable past verification (a chain from another issuer) → invalid_grant', async () => {
+      const assertion = await idp.mint({ ...claims(), act: { sub: 'agent' } });
+      const call = await postToken(running.tokenEndpoint, { grant_type: JWT_BEARER, assertion, ...(await client.auth(running.tokenEndpoint)) });
+      expectRefusal(call, 400, 'invalid_grant', [assertion]);
+      expect(running.audit.records.at(-1)).toMatchObject({ reason: 'subject: act_from_foreign_issuer' });
+    });
   });
 
   it('every refusal above produced exactly one deny audit record and no token', () => {
