@@ -241,3 +241,41 @@ describe('three-hop delegation chain', () => {
     });
   });
 });
+
+describe('issued token size cap', () => {
+  let idp: LoopbackIssuer;
+  let running: RunningBroker;
+  const client = { id: 'svc', auth: { method: 'none' as const } };
+
+  beforeAll(async () => {
+    idp = await LoopbackIssuer.start();
+    running = await startBroker(() => ({
+      clients: [client],
+      limits: { maxIssuedTokenBytes: 1_024 },
+      plugins: [oidcPlugin({ issuer: idp.issuer, jwksUri: idp.jwksUri }), accessTokenPlugin],
+      policy: { rules: [{ id: 'copies-profile', match: { issuers: [idp.issuer] }, grant: { audiences: [DOWNSTREAM], claims: { copy: ['profile'] } } }] },
+    }));
+  });
+  afterAll(async () => {
+    await running?.close();
+    await idp?.close();
+  });
+
+  const exchangeWithProfile = async (profile: string) =>
+    postToken(running.tokenEndpoint, {
+      grant_type: TOKEN_EXCHANGE,
+      client_id: 'svc',
+      subject_token: await idp.mint({ sub: 'alice', aud: running.issuer, profile }),
+      subject_token_type: JWT,
+      audience: DOWNSTREAM,
+    });
+
+  it('refuses a token over limits.maxIssuedTokenBytes with invalid_request, and issues one under it', async () => {
+    const small = await exchangeWithProfile('x'.repeat(100));
+    expect(small.status, small.text).toBe(200);
+    const large = await exchangeWithProfile('x'.repeat(1_200));
+    expect([large.status, large.body.error], large.text).toEqual([400, 'invalid_request']);
+    expect(large.body).not.toHaveProperty('access_token');
+    expect(running.audit.records.at(-1)).toMatchObject({ decision: 'deny', reason: 'issued_token_too_large (rule copies-profile)' });
+  });
+});
