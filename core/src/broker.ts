@@ -161,7 +161,7 @@ async function assemble(config: BrokerConfig, options: BrokerOptions & { baseDir
     audit = sink;
   }
   provideValue(container, coreTokens.audit, audit);
-  provideFactory(container, coreTokens.policy, () => new PolicyEngine(config.policy.rules, { brokerIssuer: config.issuer }));
+  provideFactory(container, coreTokens.policy, () => new PolicyEngine(config.policy.rules, { brokerIssuer: config.issuer, conditionTimeoutMs: config.limits.conditionTimeoutMs }));
   provideFactory(
     container,
     coreTokens.clientAuthenticator,

@@ -204,8 +204,9 @@ describe('PolicyCondition.evaluate', () => {
     const result = condition.evaluate(given);
     expect(performance.now() - started).toBeLessThan(1000);
     expect(result).toEqual({ ok: false, error: `evaluation timeout: exceeded ${CONDITION_LIMITS.timeoutMs} ms` });
-    // the interrupted condition is still usable
-    expect(condition.evaluate(input({ subject: { claims: { big: [1, 2, -1] } } }))).toEqual({ ok: true, value: true });
+    // The interrupted condition is still usable. A generous bound here: on a loaded machine even a trivial
+    // evaluation can miss a wall-clock bound, and this checks reuse, not speed.
+    expect(condition.evaluate(input({ subject: { claims: { big: [1, 2, -1] } } }), { timeoutMs: 5_000 })).toEqual({ ok: true, value: true });
   });
 
   it('stops a backtracking regex and exponential cel.bind growth at the time limit', () => {

@@ -515,6 +515,18 @@ describe('match.when (CEL)', () => {
     expect(explained.rules[0]!.reasons[0]).toMatch(/^match.when failed: /);
   });
 
+  it('bounds evaluation by limits.conditionTimeoutMs, and a timed-out rule does not match', () => {
+    const config = brokerConfigSchema.parse({
+      issuer: 'https://broker.example',
+      limits: { conditionTimeoutMs: 10 },
+      policy: { rules: [{ id: 'slow', match: { when: 'subject.claims.big.exists(a, subject.claims.big.exists(b, subject.claims.big.exists(c, c < 0)))' }, grant: open }] },
+    });
+    const rules = new PolicyEngine(config.policy.rules, { conditionTimeoutMs: config.limits.conditionTimeoutMs });
+    const explained = rules.explain(request({ subject: identity({ claims: { big: Array.from({ length: 5_000 }, (_, i) => i) } }) }));
+    expect(explained.decision.allowed).toBe(false);
+    expect(explained.rules[0]!.reasons).toEqual(['match.when failed: evaluation timeout: exceeded 10 ms']);
+  });
+
   it('reports type errors at load, with the rule', () => {
     expect(() => engine({ id: 'typo', match: { when: "subject.subjct == 'x'" }, grant: open })).toThrow(/policy.rules\[0\].match.when: .*\(rule typo\)/);
     expect(() => engine({ id: 'not-bool', match: { when: 'subject.subject' }, grant: open })).toThrow(/match.when/);

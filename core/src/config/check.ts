@@ -28,7 +28,7 @@ export async function checkConfig(loaded: LoadedConfig): Promise<void> {
     }
   };
   await collect(() => resolvePlugins(config.plugins, baseDir, locate));
-  await collect(() => new PolicyEngine(config.policy.rules, { brokerIssuer: config.issuer }));
+  await collect(() => new PolicyEngine(config.policy.rules, { brokerIssuer: config.issuer, conditionTimeoutMs: config.limits.conditionTimeoutMs }));
   await collect(() => {
     const fetcher = new GuardedFetcher(config.network);
     const info = brokerInfoFor(config.issuer);

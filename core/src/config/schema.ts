@@ -334,9 +334,16 @@ export const brokerConfigSchema = z
           .max(65_536)
           .default(8_192)
           .describe('Larger issued tokens are refused (invalid_request) rather than sent'),
+        conditionTimeoutMs: z
+          .number()
+          .int()
+          .min(10)
+          .max(1_000)
+          .default(100)
+          .describe('Wall-clock bound on a policy condition (match.when) that iterates or runs a regex; past it the rule does not match'),
       })
       .strict()
-      .default({ maxBodyBytes: 65_536, validationTimeoutMs: 5_000, maxIssuedTokenBytes: 8_192 }),
+      .default({ maxBodyBytes: 65_536, validationTimeoutMs: 5_000, maxIssuedTokenBytes: 8_192, conditionTimeoutMs: 100 }),
     delegation: z
       .object({
         maxChainDepth: z

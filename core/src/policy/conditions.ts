@@ -44,8 +44,11 @@ export class ConditionCompileError extends Error {
 
 export const CONDITION_LIMITS = Object.freeze({
   maxSourceLength: 4096,
-  /** Wall-clock bound for conditions that iterate (macros), bind or run a regex; see `needsWatchdog`. */
-  timeoutMs: 50,
+  /**
+   * Default wall-clock bound for conditions that iterate (macros), bind or run a regex; see `needsWatchdog`.
+   * Wall-clock, so a heavily loaded host can hit it with an ordinary condition: `limits.conditionTimeoutMs`.
+   */
+  timeoutMs: 100,
   maxAstNodes: 1024,
   /** Nesting of calls, selects, indexes and aggregates; also keeps the recursive checker off the stack limit. */
   maxDepth: 32,
@@ -197,15 +200,17 @@ export class PolicyCondition {
   readonly source: string;
   readonly #program: ParseResult;
   readonly #needsWatchdog: boolean;
+  readonly #timeoutMs: number;
 
-  private constructor(source: string, program: ParseResult, needsWatchdog: boolean) {
+  private constructor(source: string, program: ParseResult, needsWatchdog: boolean, timeoutMs: number) {
     this.source = source;
     this.#program = program;
     this.#needsWatchdog = needsWatchdog;
+    this.#timeoutMs = timeoutMs;
   }
 
   /** Parses and type-checks once; throws ConditionCompileError (message says what and where, no stack). */
-  static compile(source: string): PolicyCondition {
+  static compile(source: string, options: { readonly timeoutMs?: number } = {}): PolicyCondition {
     if (source.length > CONDITION_LIMITS.maxSourceLength) {
       throw new ConditionCompileError(`expression is ${source.length} characters; the limit is ${CONDITION_LIMITS.maxSourceLength}`);
     }
@@ -225,11 +230,15 @@ export class PolicyCondition {
     }
     const problem = findProtoKey(program.ast);
     if (problem) throw new ConditionCompileError(`map key '__proto__' is not allowed ${where(source, problem.start)}`);
-    return new PolicyCondition(source, program, needsWatchdog(program.ast));
+    return new PolicyCondition(source, program, needsWatchdog(program.ast), options.timeoutMs ?? CONDITION_LIMITS.timeoutMs);
   }
 
-  /** Never throws. Runtime errors (missing map key, overflow, timeout) come back as {ok:false}. */
-  evaluate(input: ConditionInput): ConditionResult {
+  /**
+   * Never throws. Runtime errors (missing map key, overflow, timeout) come back as {ok:false}.
+   * `timeoutMs` overrides the condition's bound for this one evaluation.
+   */
+  evaluate(input: ConditionInput, options: { readonly timeoutMs?: number } = {}): ConditionResult {
+    const timeoutMs = options.timeoutMs ?? this.#timeoutMs;
     try {
       const context = {
         client: new CelClient(input.client.id, input.client.authMethod, input.client.spiffeId),
@@ -238,17 +247,17 @@ export class PolicyCondition {
         request: new CelRequest(input.request),
       };
       const program = this.#program;
-      const value: unknown = this.#needsWatchdog ? underWatchdog(() => program(context)) : program(context);
+      const value: unknown = this.#needsWatchdog ? underWatchdog(() => program(context), timeoutMs) : program(context);
       if (typeof value !== 'boolean') return { ok: false, error: 'expression did not evaluate to a bool' };
       return { ok: true, value };
     } catch (error) {
-      return { ok: false, error: this.#describe(error) };
+      return { ok: false, error: this.#describe(error, timeoutMs) };
     }
   }
 
   /** Names the failing part of the policy text, never input values: this goes to audit records and logs. */
-  #describe(error: unknown): string {
-    if (isTimeout(error)) return `evaluation timeout: exceeded ${CONDITION_LIMITS.timeoutMs} ms`;
+  #describe(error: unknown, timeoutMs: number): string {
+    if (isTimeout(error)) return `evaluation timeout: exceeded ${timeoutMs} ms`;
     if (error instanceof ConditionInputError) return error.message;
     // cel-js summaries can quote data (`No such key: <claim value>`, `Invalid duration string: ...`): use the code.
     if (error instanceof EvaluationError) {
@@ -363,11 +372,11 @@ function children(node: ASTNode): readonly ASTNode[] {
  * vehicle: the script's sole statement calls back out. Costs a thread start per call (60 µs or more), hence only
  * for conditions that `needsWatchdog`.
  */
-function underWatchdog(evaluate: () => unknown): unknown {
+function underWatchdog(evaluate: () => unknown, timeoutMs: number): unknown {
   watchdog ??= createWatchdog();
   watchdog.pending = evaluate;
   try {
-    return watchdog.script.runInContext(watchdog.context, { timeout: CONDITION_LIMITS.timeoutMs });
+    return watchdog.script.runInContext(watchdog.context, { timeout: timeoutMs });
   } finally {
     watchdog.pending = undefined;
   }

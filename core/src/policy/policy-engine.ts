@@ -85,8 +85,11 @@ export class PolicyEngine {
   readonly #rules: readonly CompiledRule[];
   readonly #brokerIssuer: string | undefined;
 
-  /** `brokerIssuer`: this broker's issuer, whose own access tokens state every scope they hold. */
-  constructor(rules: readonly PolicyRuleConfig[], options: { readonly brokerIssuer?: string } = {}) {
+  /**
+   * `brokerIssuer`: this broker's issuer, whose own access tokens state every scope they hold, and which
+   * is an audience only where a rule names it. `conditionTimeoutMs`: the bound on each `match.when`.
+   */
+  constructor(rules: readonly PolicyRuleConfig[], options: { readonly brokerIssuer?: string; readonly conditionTimeoutMs?: number } = {}) {
     this.#brokerIssuer = options.brokerIssuer;
     const problems: string[] = [];
     this.#rules = rules.map((config, index) => {
@@ -108,7 +111,7 @@ export class PolicyEngine {
       let condition: PolicyCondition | undefined;
       if (match.when !== undefined) {
         try {
-          condition = PolicyCondition.compile(match.when);
+          condition = PolicyCondition.compile(match.when, options.conditionTimeoutMs === undefined ? {} : { timeoutMs: options.conditionTimeoutMs });
         } catch (error) {
           if (!(error instanceof ConditionCompileError)) throw error;
           problems.push(`${at('match.when')}: ${error.message}${where}`);
