@@ -8,7 +8,7 @@ import { tokens, TOKEN_TYPE_JWT_SVID, type BrokerInfo, type ClientAssertionVerif
 import { PinoAuditSink, type AuditSink } from './audit/audit-log.js';
 import { systemClock } from './clock.js';
 import { ConfigError, type Locator } from './config/errors.js';
-import type { BrokerConfig } from './config/schema.js';
+import { MAX_ISSUED_TOKEN_BYTES_LIMIT, type BrokerConfig } from './config/schema.js';
 import { coreTokens } from './di/tokens.js';
 import { provideFactory, provideValue, resolve } from './di/container.js';
 import { createHttpApp } from './http/app.js';
@@ -220,7 +220,8 @@ async function assemble(config: BrokerConfig, options: BrokerOptions & { baseDir
         clock: resolve(c, tokens.clock),
         log: resolve(c, tokens.logger),
         broker: resolve(c, tokens.brokerInfo),
-        maxTokenBytes: config.limits.maxIssuedTokenBytes,
+        // Not today's limit: a token issued before the limit was lowered must still be revocable.
+        maxTokenBytes: MAX_ISSUED_TOKEN_BYTES_LIMIT,
       }),
   );
 

@@ -82,6 +82,8 @@ const claimName = z
   .refine((name) => !(REGISTERED_CLAIMS as readonly string[]).includes(name), 'is a registered claim the broker sets itself');
 
 export const ACTOR_TRUSTS = ['workload', 'broker'] as const;
+/** Ceiling of `limits.maxIssuedTokenBytes`: no token this broker issued, under any config, is longer. */
+export const MAX_ISSUED_TOKEN_BYTES_LIMIT = 65_536;
 /** Hard ceiling for any configured delegation chain depth. */
 const MAX_CHAIN_DEPTH_LIMIT = 32;
 
@@ -331,7 +333,7 @@ export const brokerConfigSchema = z
           .number()
           .int()
           .min(1_024)
-          .max(65_536)
+          .max(MAX_ISSUED_TOKEN_BYTES_LIMIT)
           .default(8_192)
           .describe('Larger issued tokens are refused (invalid_request) rather than sent'),
         conditionTimeoutMs: z

@@ -66,7 +66,7 @@ export interface RevocationEndpointDeps {
   readonly clock: Clock;
   readonly log: Logger;
   readonly broker: BrokerInfo;
-  /** Tokens longer than this cannot be ones the broker issued (`limits.maxIssuedTokenBytes`). */
+  /** Tokens longer than this cannot be ones the broker issued (the ceiling of `limits.maxIssuedTokenBytes`). */
   readonly maxTokenBytes: number;
 }
 
