@@ -84,6 +84,17 @@ describe('three-hop delegation chain', () => {
       ...fields,
     });
 
+  /** A workload exchanges `subject` for itself, as client only: no actor token (impersonation). */
+  const impersonate = async (workload: string, subject: { token: string; type: string }, audience: string) =>
+    postToken(running.tokenEndpoint, {
+      grant_type: TOKEN_EXCHANGE,
+      client_assertion_type: JWT_SPIFFE,
+      client_assertion: await svid(workload),
+      subject_token: subject.token,
+      subject_token_type: subject.type,
+      audience,
+    });
+
   const brokerKeys = async () => createLocalJWKSet((await (await fetch(`${running.issuer}/keys`)).json()) as { keys: [] });
 
   it('records the exact nested act and narrows at each hop', async () => {
@@ -165,28 +176,14 @@ describe('three-hop delegation chain', () => {
     it('delegation where the rule allows only impersonation', async () => {
       const withActor = await exchange(DOWNSTREAM, { token: await userToken(), type: JWT }, { audience: 'https://elsewhere.example.test' });
       expectRefused(withActor, 'invalid_request', 'policy: no_rule_matched');
-      const impersonation = await postToken(running.tokenEndpoint, {
-        grant_type: TOKEN_EXCHANGE,
-        client_assertion_type: JWT_SPIFFE,
-        client_assertion: await svid(DOWNSTREAM),
-        subject_token: await userToken(),
-        subject_token_type: JWT,
-        audience: 'https://elsewhere.example.test',
-      });
+      const impersonation = await impersonate(DOWNSTREAM, { token: await userToken(), type: JWT }, 'https://elsewhere.example.test');
       expect(impersonation.status, impersonation.text).toBe(200);
       expect(decodeJwt(impersonation.body.access_token as string).act).toBeUndefined();
     });
 
     it('an act claim from any issuer but this broker', async () => {
       const claimsToBeDelegated = await userToken({ act: { sub: AGENT, iss: TD, spiffe_id: AGENT } });
-      const response = await postToken(running.tokenEndpoint, {
-        grant_type: TOKEN_EXCHANGE,
-        client_assertion_type: JWT_SPIFFE,
-        client_assertion: await svid(DOWNSTREAM),
-        subject_token: claimsToBeDelegated,
-        subject_token_type: JWT,
-        audience: 'https://elsewhere.example.test',
-      });
+      const response = await impersonate(DOWNSTREAM, { token: claimsToBeDelegated, type: JWT }, 'https://elsewhere.example.test');
       expectRefused(response, 'invalid_request', 'subject: act_from_foreign_issuer');
     });
 
@@ -194,14 +191,7 @@ describe('three-hop delegation chain', () => {
       const toFilesApi = (await exchange(MCP, { token: await hop1Token(), type: ACCESS_TOKEN }, { audience: DOWNSTREAM })).body.access_token as string;
       // The files API holds a token whose current actor is the MCP server: impersonating it would make
       // the files API's own calls look like the MCP server's.
-      const response = await postToken(running.tokenEndpoint, {
-        grant_type: TOKEN_EXCHANGE,
-        client_assertion_type: JWT_SPIFFE,
-        client_assertion: await svid(DOWNSTREAM),
-        subject_token: toFilesApi,
-        subject_token_type: ACCESS_TOKEN,
-        audience: 'https://elsewhere.example.test',
-      });
+      const response = await impersonate(DOWNSTREAM, { token: toFilesApi, type: ACCESS_TOKEN }, 'https://elsewhere.example.test');
       expectRefused(response, 'invalid_request', 'delegation: delegated_subject_needs_actor');
     });
 
