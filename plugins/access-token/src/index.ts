@@ -1,10 +1,10 @@
 import { randomUUID } from 'node:crypto';
-import { decodeProtectedHeader, errors as joseErrors, jwtVerify, type JWTPayload } from 'jose';
+import { errors as joseErrors, jwtVerify, type JWTPayload } from 'jose';
 import { z } from 'zod';
 import {
   definePlugin,
   InvalidToken,
-  isCompactJws,
+  decodeUnverifiedJwt,
   toInvalidToken,
   tokens,
   TOKEN_TYPE_ACCESS_TOKEN,
@@ -130,14 +130,8 @@ export class BrokerAccessTokenValidator implements SubjectValidator {
   constructor(private readonly deps: BrokerAccessTokenValidatorDeps) {}
 
   async validate(token: string, ctx: ValidationContext): Promise<VerifiedIdentity> {
-    if (token.length > MAX_OWN_TOKEN_BYTES) throw new InvalidToken('too_large');
-    if (!isCompactJws(token)) throw new InvalidToken('malformed', 'not a compact JWS');
-    try {
-      // RFC 7515 §4.1.11: the broker never sets `crit`, so a token carrying one is not ours.
-      if (decodeProtectedHeader(token).crit !== undefined) throw new InvalidToken('malformed', 'crit header');
-    } catch (error) {
-      throw error instanceof InvalidToken ? error : new InvalidToken('malformed');
-    }
+    // RFC 7515 §4.1.11: the broker never sets `crit`, so a token carrying one is not ours.
+    if (decodeUnverifiedJwt(token, MAX_OWN_TOKEN_BYTES).header.crit !== undefined) throw new InvalidToken('malformed', 'crit header');
     let payload: JWTPayload;
     try {
       // Keys come only from the broker's own ring: `jwk`, `jku`, `x5u`, `x5c` headers are never consulted.

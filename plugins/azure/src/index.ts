@@ -1,10 +1,9 @@
-import { decodeJwt } from 'jose';
 import { z } from 'zod';
 import {
+  decodeUnverifiedJwt,
   definePlugin,
   fetchableUrl,
   InvalidToken,
-  isCompactJws,
   JwtVerifier,
   OAuthError,
   tokens,
@@ -173,14 +172,7 @@ export class AzureManagedIdentityValidator implements SubjectValidator {
 
   /** The endpoint named by the unverified `iss`: it only picks which pinned issuer's keys to try. */
   #endpointOf(token: string): TenantEndpoint {
-    if (token.length > MAX_TOKEN_BYTES) throw new InvalidToken('too_large');
-    if (!isCompactJws(token)) throw new InvalidToken('malformed', 'not a compact JWS');
-    let issuer: unknown;
-    try {
-      issuer = decodeJwt(token).iss;
-    } catch {
-      throw new InvalidToken('malformed');
-    }
+    const issuer: unknown = decodeUnverifiedJwt(token, MAX_TOKEN_BYTES).payload.iss;
     const endpoint = typeof issuer === 'string' ? this.#endpoints.get(issuer) : undefined;
     if (!endpoint) throw new InvalidToken('untrusted_issuer');
     return endpoint;

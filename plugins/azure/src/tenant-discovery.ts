@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { fetchableUrl, InvalidToken, TemporarilyUnavailable, type HttpFetcher } from '@tessera/plugin-sdk';
+import { BackoffMemo, fetchableUrl, InvalidToken, TemporarilyUnavailable, type HttpFetcher } from '@tessera/plugin-sdk';
 
 export type TokenVersion = '1.0' | '2.0';
 
@@ -29,12 +29,6 @@ export function tenantEndpoints(tenantId: string, versions: readonly TokenVersio
 
 const discoverySchema = z.object({ issuer: z.string(), jwks_uri: fetchableUrl });
 
-interface Attempt {
-  readonly uri: Promise<string>;
-  failures: number;
-  retryAt?: number;
-}
-
 /**
  * Finds each endpoint's JWKS through its own tenant's discovery document. The document must name exactly
  * the pinned issuer (OIDC Discovery §4.3) and keep its keys on the authority's origin. One attempt per
@@ -42,7 +36,7 @@ interface Attempt {
  * to 60 s) ends, so forged tokens naming a dark tenant cannot make the broker fetch once per request.
  */
 export class TenantDiscovery {
-  readonly #attempts = new Map<string, Attempt>();
+  readonly #attempts = new BackoffMemo<string>();
 
   constructor(
     private readonly http: HttpFetcher,
@@ -50,27 +44,12 @@ export class TenantDiscovery {
   ) {}
 
   jwksUriOf(endpoint: TenantEndpoint): Promise<string> {
-    let attempt = this.#attempts.get(endpoint.issuer);
-    if (!attempt || (attempt.retryAt !== undefined && Date.now() >= attempt.retryAt)) {
-      const current: Attempt = { uri: this.#discover(endpoint), failures: attempt?.failures ?? 0 };
-      current.uri.then(
-        () => {
-          current.failures = 0;
-        },
-        () => {
-          current.failures += 1;
-          current.retryAt = Date.now() + Math.min(1_000 * 2 ** (current.failures - 1), 60_000);
-        },
-      );
-      this.#attempts.set(endpoint.issuer, current);
-      attempt = current;
-    }
-    return attempt.uri;
+    return this.#attempts.get(endpoint.issuer, () => this.#discover(endpoint));
   }
 
   /** Drops a failed attempt so the next token retries at once: a failed warm-up must not impose a backoff. */
   forget(endpoint: TenantEndpoint): void {
-    if (this.#attempts.get(endpoint.issuer)?.retryAt !== undefined) this.#attempts.delete(endpoint.issuer);
+    this.#attempts.forgetFailure(endpoint.issuer);
   }
 
   async #discover(endpoint: TenantEndpoint): Promise<string> {

@@ -1,5 +1,4 @@
-import { decodeJwt, decodeProtectedHeader, type JWTPayload } from 'jose';
-import { ASYMMETRIC_ALGORITHMS, InvalidToken, isCompactJws, type SubjectValidator, type TokenTypeUrn, type ValidationContext, type VerifiedIdentity } from '@tessera/plugin-sdk';
+import { ASYMMETRIC_ALGORITHMS, decodeUnverifiedJwt, InvalidToken, type SubjectValidator, type TokenTypeUrn, type ValidationContext, type VerifiedIdentity } from '@tessera/plugin-sdk';
 import { LEGACY_ISSUER } from './config.js';
 import { OfflineCluster } from './offline-cluster.js';
 import { TokenReviewCluster } from './token-review-cluster.js';
@@ -25,19 +24,11 @@ export class KubernetesValidator implements SubjectValidator {
   }
 
   async validate(token: string, ctx: ValidationContext): Promise<VerifiedIdentity> {
-    if (token.length > this.maxTokenBytes) throw new InvalidToken('too_large');
-    if (!isCompactJws(token)) throw new InvalidToken('malformed', 'not a compact JWS');
-    let payload: JWTPayload;
-    try {
-      const header = decodeProtectedHeader(token);
-      // RFC 7515 §4.1.11: no critical extensions are understood here or by the API server.
-      if (header.crit !== undefined) throw new InvalidToken('malformed', 'crit header');
-      // Kubernetes signs with its asymmetric service-account keys; `none` or HS* is never sent for review.
-      if (!(ASYMMETRIC_ALGORITHMS as readonly unknown[]).includes(header.alg)) throw new InvalidToken('algorithm', 'alg not allowed');
-      payload = decodeJwt(token);
-    } catch (error) {
-      throw error instanceof InvalidToken ? error : new InvalidToken('malformed');
-    }
+    const { header, payload } = decodeUnverifiedJwt(token, this.maxTokenBytes);
+    // RFC 7515 §4.1.11: no critical extensions are understood here or by the API server.
+    if (header.crit !== undefined) throw new InvalidToken('malformed', 'crit header');
+    // Kubernetes signs with its asymmetric service-account keys; `none` or HS* is never sent for review.
+    if (!(ASYMMETRIC_ALGORITHMS as readonly unknown[]).includes(header.alg)) throw new InvalidToken('algorithm', 'alg not allowed');
     // Unverified claims only choose where the token goes; the signature is checked there.
     if (payload.iss === LEGACY_ISSUER) {
       if (!this.#legacy) throw new InvalidToken('claims', 'legacy service-account token (no exp, no aud)');

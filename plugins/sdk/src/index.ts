@@ -50,7 +50,8 @@ export type {
 export { token, tokens } from './tokens.js';
 export type { Token, TokenValue } from './tokens.js';
 export { definePlugin, isPluginDefinition } from './define-plugin.js';
-export { isCompactJws } from './compact-jws.js';
+export { decodeUnverifiedJwt, isCompactJws } from './compact-jws.js';
+export type { UnverifiedJwt } from './compact-jws.js';
 export type { PluginDefinition, PluginDeps, PluginInitArgs, PluginProvides, ResolvedDeps } from './define-plugin.js';
 export {
   CLIENT_ASSERTION_TYPE_JWT_BEARER,
@@ -69,5 +70,6 @@ export {
 export const PLUGIN_API_VERSION = '1.2.0';
 export { ASYMMETRIC_ALGORITHMS, DEFAULT_ALGORITHMS, fetchableUrl, JwtVerifier, toInvalidToken, trustedIssuerSchema } from './jwt-verifier.js';
 export type { JwtVerifierDeps, JwtVerifierOptions, TrustedIssuerConfig, VerifiedJwt } from './jwt-verifier.js';
+export { BackoffMemo } from './backoff-memo.js';
 export { compileGlob } from './glob.js';
 export type { GlobOptions, Matcher } from './glob.js';

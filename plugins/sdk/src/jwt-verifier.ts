@@ -1,6 +1,7 @@
-import { decodeJwt, decodeProtectedHeader, errors as joseErrors, jwtVerify, type JWTPayload } from 'jose';
+import { errors as joseErrors, jwtVerify, type JWTPayload } from 'jose';
 import { z } from 'zod';
-import { isCompactJws } from './compact-jws.js';
+import { BackoffMemo } from './backoff-memo.js';
+import { decodeUnverifiedJwt } from './compact-jws.js';
 import type { IdentityAttributes, ValidationContext, VerifiedIdentity } from './contracts.js';
 import { InvalidToken, OAuthError, TemporarilyUnavailable, type TokenRejection } from './errors.js';
 import type { HttpFetcher, JwksCache } from './services.js';
@@ -67,7 +68,7 @@ export interface VerifiedJwt {
  */
 export class JwtVerifier {
   readonly #issuers: ReadonlyMap<string, TrustedIssuerConfig>;
-  readonly #discoveries = new Map<string, Discovery>();
+  readonly #discoveries = new BackoffMemo<string>();
   readonly #maxTokenBytes: number;
 
   constructor(
@@ -93,7 +94,7 @@ export class JwtVerifier {
           return { issuer: issuer.issuer, ok: await this.deps.jwks.warm(await this.#jwksUriOf(issuer)) };
         } catch (error) {
           // Best effort: a failed warm-up must not hold back the first real token with a backoff.
-          this.#discoveries.delete(issuer.issuer);
+          this.#discoveries.forgetFailure(issuer.issuer);
           const cause = (error as { cause?: unknown }).cause;
           return { issuer: issuer.issuer, ok: false, reason: cause instanceof Error ? cause.message : (error as OAuthError).detail ?? String(error) };
         }
@@ -102,16 +103,7 @@ export class JwtVerifier {
   }
 
   async verify(token: string, ctx: ValidationContext): Promise<VerifiedJwt> {
-    if (token.length > this.#maxTokenBytes) throw new InvalidToken('too_large');
-    if (!isCompactJws(token)) throw new InvalidToken('malformed', 'not a compact JWS');
-    let header: ReturnType<typeof decodeProtectedHeader>;
-    let unverified: JWTPayload;
-    try {
-      header = decodeProtectedHeader(token);
-      unverified = decodeJwt(token);
-    } catch {
-      throw new InvalidToken('malformed');
-    }
+    const { header, payload: unverified } = decodeUnverifiedJwt(token, this.#maxTokenBytes);
     // RFC 7515 §4.1.11: we understand no critical extensions, so any `crit` is a refusal.
     if (header.crit !== undefined) throw new InvalidToken('malformed', 'crit header');
     // The unverified `iss` only picks which configured issuer's keys to try; the signature must then verify with them.
@@ -163,22 +155,7 @@ export class JwtVerifier {
    */
   #jwksUriOf(issuer: TrustedIssuerConfig): Promise<string> {
     if (issuer.jwksUri) return Promise.resolve(issuer.jwksUri);
-    let entry = this.#discoveries.get(issuer.issuer);
-    if (!entry || (entry.retryAt !== undefined && Date.now() >= entry.retryAt)) {
-      const current: Discovery = { uri: this.#discover(issuer), failures: entry?.failures ?? 0 };
-      current.uri.then(
-        () => {
-          current.failures = 0;
-        },
-        () => {
-          current.failures += 1;
-          current.retryAt = Date.now() + Math.min(1_000 * 2 ** (current.failures - 1), 60_000);
-        },
-      );
-      this.#discoveries.set(issuer.issuer, current);
-      entry = current;
-    }
-    return entry.uri;
+    return this.#discoveries.get(issuer.issuer, () => this.#discover(issuer));
   }
 
   async #discover(issuer: TrustedIssuerConfig): Promise<string> {
@@ -195,12 +172,6 @@ export class JwtVerifier {
 }
 
 /** One discovery attempt per issuer, shared by every caller until it fails and its backoff ends. */
-interface Discovery {
-  readonly uri: Promise<string>;
-  failures: number;
-  retryAt?: number;
-}
-
 const discoverySchema = z.object({ issuer: z.string(), jwks_uri: fetchableUrl });
 
 function mapAttributes(payload: JWTPayload, mapping: Readonly<Record<string, string>>): IdentityAttributes {

@@ -1,5 +1,5 @@
-import { decodeJwt, decodeProtectedHeader, jwtVerify, type JWTPayload, type ProtectedHeaderParameters } from 'jose';
-import { InvalidToken, isCompactJws, TemporarilyUnavailable, toInvalidToken, type ValidationContext, type VerifiedIdentity } from '@tessera/plugin-sdk';
+import { jwtVerify, type JWTPayload } from 'jose';
+import { decodeUnverifiedJwt, InvalidToken, TemporarilyUnavailable, toInvalidToken, type ValidationContext, type VerifiedIdentity } from '@tessera/plugin-sdk';
 import { parseSpiffeId, trustDomainId, type SpiffeId } from '@tessera/spiffe';
 import type { TrustStore } from './trust-store.js';
 
@@ -30,16 +30,7 @@ export class JwtSvidVerifier {
   ) {}
 
   async verify(token: string, ctx: ValidationContext): Promise<VerifiedIdentity> {
-    if (token.length > this.options.maxTokenBytes) throw new InvalidToken('too_large');
-    if (!isCompactJws(token)) throw new InvalidToken('malformed', 'not a compact JWS');
-    let header: ProtectedHeaderParameters;
-    let unverified: JWTPayload;
-    try {
-      header = decodeProtectedHeader(token);
-      unverified = decodeJwt(token);
-    } catch {
-      throw new InvalidToken('malformed');
-    }
+    const { header, payload: unverified } = decodeUnverifiedJwt(token, this.options.maxTokenBytes);
     if (Object.keys(header).some((name) => !ALLOWED_HEADERS.has(name))) throw new InvalidToken('malformed', 'header member not allowed in a JWT-SVID');
     if (header.typ !== undefined && header.typ !== 'JWT' && header.typ !== 'JOSE') throw new InvalidToken('malformed', 'typ');
     if (typeof header.kid !== 'string' || header.kid === '') throw new InvalidToken('unknown_key', 'kid missing');
