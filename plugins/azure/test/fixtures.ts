@@ -1,8 +1,7 @@
 import { randomUUID } from 'node:crypto';
-import { fileURLToPath } from 'node:url';
 import type { JWTPayload } from 'jose';
 import { GuardedFetcher, RemoteJwksCache, silentLogger } from '@tessera/core';
-import type { TokenTypeUrn, ValidationContext } from '@tessera/plugin-sdk';
+import type { ValidationContext } from '@tessera/plugin-sdk';
 import { LoopbackIssuer, type MintOptions } from '@tessera/plugin-testkit';
 import azurePlugin, { azureConfigSchema, TOKEN_TYPE_AZURE_MI, type AzureManagedIdentityValidator } from '../src/index.js';
 
@@ -25,8 +24,6 @@ export const SUBSCRIPTION = '8e1f6a2b-3c4d-4e5f-9a0b-1c2d3e4f5a6b';
 export const MI_RESOURCE_ID = `/subscriptions/${SUBSCRIPTION}/resourcegroups/Payments-Prod/providers/Microsoft.ManagedIdentity/userAssignedIdentities/payments-api`;
 
 /** A test-only issuer plugin (loaded by path) so policy tests need no real token issuer. */
-export const ECHO_ISSUER = { use: fileURLToPath(new URL('./echo-issuer.mjs', import.meta.url)) };
-export const TOKEN_TYPE_ECHO = 'urn:example:token-type:echo' satisfies TokenTypeUrn;
 
 export const v1Issuer = (tenant: string) => `https://sts.windows.net/${tenant}/`;
 export const authorityOf = (entra: LoopbackIssuer) => new URL(entra.issuer).origin;

@@ -1,9 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GRANT_TYPE_TOKEN_EXCHANGE } from '@tessera/plugin-sdk';
 import type { LoopbackIssuer } from '@tessera/plugin-testkit';
-import { leakedFragments, startContractBroker, type ContractBroker } from '@tessera/plugin-testkit/contract';
+import { ECHO_ISSUER, leakedFragments, startContractBroker, TOKEN_TYPE_CONTRACT_ECHO, type ContractBroker } from '@tessera/plugin-testkit/contract';
 import { TOKEN_TYPE_AZURE_MI, TOKEN_TYPE_STARFLY_AZURE_MI } from '../src/index.js';
-import { APP_CLIENT_ID, APP_ID_URI, authorityOf, ECHO_ISSUER, mintMiToken, SECOND_TENANT, startEntra, SUBSCRIPTION, TENANT, TOKEN_TYPE_ECHO } from './fixtures.js';
+import { APP_CLIENT_ID, APP_ID_URI, authorityOf, mintMiToken, SECOND_TENANT, startEntra, SUBSCRIPTION, TENANT } from './fixtures.js';
 
 describe('Azure managed identity tokens under policy, through a real broker', () => {
   let entra: LoopbackIssuer;
@@ -35,7 +35,7 @@ describe('Azure managed identity tokens under policy, through a real broker', ()
       grant_type: GRANT_TYPE_TOKEN_EXCHANGE,
       subject_token: subjectToken,
       subject_token_type: subjectTokenType,
-      requested_token_type: TOKEN_TYPE_ECHO,
+      requested_token_type: TOKEN_TYPE_CONTRACT_ECHO,
       audience: 'https://payments.example.test',
     });
 

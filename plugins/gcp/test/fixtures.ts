@@ -1,7 +1,6 @@
-import { fileURLToPath } from 'node:url';
 import type { JWTPayload } from 'jose';
 import { GuardedFetcher, RemoteJwksCache, silentLogger } from '@tessera/core';
-import type { SubjectValidator, TokenTypeUrn, ValidationContext } from '@tessera/plugin-sdk';
+import type { SubjectValidator, ValidationContext } from '@tessera/plugin-sdk';
 import type { LoopbackIssuer, MintOptions } from '@tessera/plugin-testkit';
 import gcpPlugin, { gcpConfigSchema, TOKEN_TYPE_GCP_ID_TOKEN } from '../src/index.js';
 
@@ -10,8 +9,6 @@ export const SERVICE_ACCOUNT = 'deployer@web-prod.iam.gserviceaccount.com';
 export const SERVICE_ACCOUNT_ID = '104479897743394244856';
 
 /** A test-only issuer plugin (loaded by path) so policy tests need no real token issuer. */
-export const ECHO_ISSUER = { use: fileURLToPath(new URL('./echo-issuer.mjs', import.meta.url)) };
-export const TOKEN_TYPE_ECHO = 'urn:example:token-type:echo' satisfies TokenTypeUrn;
 
 /** Claims shaped like a real metadata-server token (`format=full`) of a VM in project web-prod. */
 export function gceClaims(overrides: JWTPayload = {}): JWTPayload {

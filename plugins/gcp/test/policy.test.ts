@@ -1,9 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GRANT_TYPE_TOKEN_EXCHANGE } from '@tessera/plugin-sdk';
 import { LoopbackIssuer } from '@tessera/plugin-testkit';
-import { leakedFragments, startContractBroker, type ContractBroker } from '@tessera/plugin-testkit/contract';
+import { ECHO_ISSUER, leakedFragments, startContractBroker, TOKEN_TYPE_CONTRACT_ECHO, type ContractBroker } from '@tessera/plugin-testkit/contract';
 import { TOKEN_TYPE_GCP_ID_TOKEN, TOKEN_TYPE_STARFLY_GCP_WIF } from '../src/index.js';
-import { ECHO_ISSUER, gceClaims, mintGoogleToken, TOKEN_TYPE_ECHO } from './fixtures.js';
+import { gceClaims, mintGoogleToken } from './fixtures.js';
 
 describe('GCP tokens under policy, through a real broker', () => {
   let google: LoopbackIssuer;
@@ -38,7 +38,7 @@ describe('GCP tokens under policy, through a real broker', () => {
       grant_type: GRANT_TYPE_TOKEN_EXCHANGE,
       subject_token: subjectToken,
       subject_token_type: subjectTokenType,
-      requested_token_type: TOKEN_TYPE_ECHO,
+      requested_token_type: TOKEN_TYPE_CONTRACT_ECHO,
       audience: 'https://deploy.example.test',
     });
 

@@ -1,11 +1,13 @@
-import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { definePlugin, type TokenTypeUrn } from '@tessera/plugin-sdk';
 
 /** What the validator contract requests, so a validator can be tested without any real issuer plugin. */
 export const TOKEN_TYPE_CONTRACT_ECHO = 'urn:tessera:token-type:contract-echo' satisfies TokenTypeUrn;
 
-/** Issues an opaque, meaningless token for every allowed grant: the validator contract only needs a 200. */
+/**
+ * Issues an opaque token naming the rule that allowed the grant (`echo:<rule id>`): validator and policy
+ * tests need a 200 and which rule decided, not a real token.
+ */
 export default definePlugin({
   name: 'contract-echo-issuer',
   version: '0.1.0',
@@ -17,7 +19,7 @@ export default definePlugin({
     issuers: [
       {
         tokenTypes: [TOKEN_TYPE_CONTRACT_ECHO],
-        issue: async (grant) => ({ token: `contract-${randomUUID()}`, issuedTokenType: TOKEN_TYPE_CONTRACT_ECHO, tokenType: 'N_A', expiresIn: grant.lifetimeSeconds }),
+        issue: async (grant) => ({ token: `echo:${grant.ruleId}`, issuedTokenType: TOKEN_TYPE_CONTRACT_ECHO, tokenType: 'N_A', expiresIn: grant.lifetimeSeconds }),
       },
     ],
   }),
