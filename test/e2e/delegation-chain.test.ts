@@ -71,29 +71,22 @@ describe('three-hop delegation chain', () => {
   };
   const userToken = (claims: JWTPayload = {}) => idp.mint({ sub: 'alice', aud: running.issuer, email: 'alice@example.test', scope: 'tools:read tools:write files:read', ...claims }, { expiresIn: 900 });
 
-  /** A workload exchanges `subject`, as client and (unless `fields` say otherwise) actor with its own SVIDs. */
-  const exchange = async (workload: string, subject: { token: string; type: string }, fields: Record<string, string> = {}) =>
+  type Subject = { token: string; type: string };
+  /** A workload, authenticated by its SVID, exchanges `subject`. */
+  const asClient = async (workload: string, subject: Subject, fields: Record<string, string>) =>
     postToken(running.tokenEndpoint, {
       grant_type: TOKEN_EXCHANGE,
       client_assertion_type: JWT_SPIFFE,
       client_assertion: await svid(workload),
       subject_token: subject.token,
       subject_token_type: subject.type,
-      actor_token: await svid(workload),
-      actor_token_type: JWT_SVID,
       ...fields,
     });
-
-  /** A workload exchanges `subject` for itself, as client only: no actor token (impersonation). */
-  const impersonate = async (workload: string, subject: { token: string; type: string }, audience: string) =>
-    postToken(running.tokenEndpoint, {
-      grant_type: TOKEN_EXCHANGE,
-      client_assertion_type: JWT_SPIFFE,
-      client_assertion: await svid(workload),
-      subject_token: subject.token,
-      subject_token_type: subject.type,
-      audience,
-    });
+  /** Delegation: the workload is also the actor, with its own SVID (unless `fields` say otherwise). */
+  const exchange = async (workload: string, subject: Subject, fields: Record<string, string> = {}) =>
+    asClient(workload, subject, { actor_token: await svid(workload), actor_token_type: JWT_SVID, ...fields });
+  /** Impersonation: no actor token. */
+  const impersonate = (workload: string, subject: Subject, audience: string) => asClient(workload, subject, { audience });
 
   const brokerKeys = async () => createLocalJWKSet((await (await fetch(`${running.issuer}/keys`)).json()) as { keys: [] });
 

@@ -4,6 +4,7 @@ import { runExchangeCommand } from '@tessera/client';
 import { accessTokenPlugin, startBroker, type RunningBroker } from '../e2e/support.js';
 import { MOTO_ACCOUNT, MOTO_SKIP_REASON, MotoServer, requireMotoOrSkip, type AwsCredentials } from '../../plugins/aws/test/moto.js';
 
+// Skipped only where moto's STS server is not installed (local runs); CI requires it (TESSERA_REQUIRE_MOTO=1).
 const moto = requireMotoOrSkip();
 const DEPLOY = 'https://deploy.example.test';
 

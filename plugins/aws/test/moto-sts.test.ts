@@ -8,6 +8,8 @@ import { decodeProof, encodeEnvelope, signProof, tamperSignature } from './proof
 // End to end against moto's STS with signature checking on: the real Query protocol, real SigV4
 // verification, real error documents, through a broker loaded from config like an operator's.
 
+// Skipped only where moto's STS server is not installed (local runs); CI installs it and sets
+// TESSERA_REQUIRE_MOTO=1, so requireMotoOrSkip() throws there instead of skipping.
 const moto = requireMotoOrSkip();
 const DEPLOY = 'https://deploy.example.test';
 
