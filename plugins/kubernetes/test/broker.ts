@@ -1,5 +1,5 @@
 import { expect } from 'vitest';
-import { GRANT_TYPE_TOKEN_EXCHANGE, type TokenTypeUrn, type ValidationContext } from '@tessera/plugin-sdk';
+import { GRANT_TYPE_TOKEN_EXCHANGE, InvalidToken, type TokenTypeUrn, type ValidationContext } from '@tessera/plugin-sdk';
 import { ECHO_ISSUER, startContractBroker, TOKEN_TYPE_CONTRACT_ECHO, type ContractBroker } from '@tessera/plugin-testkit/contract';
 import { TOKEN_TYPE_KUBERNETES_SA } from '../src/index.js';
 
@@ -42,4 +42,13 @@ export function expectRefusedExchange(response: { status: number; body: Record<s
   expect(response.body.error).toBe(error);
   expect(response.body.access_token).toBeUndefined();
   for (const segment of token.split('.')) expect(response.text).not.toContain(segment.slice(0, 16));
+}
+
+/** The validator refuses `token` for `reason` (and a detail containing `detail`), and so does a real exchange. */
+export async function expectValidatorRefusal(running: ContractBroker, token: string, reason: string, detail?: string): Promise<void> {
+  const error = await rejection(validate(running, token));
+  expect(error).toBeInstanceOf(InvalidToken);
+  expect((error as InvalidToken).reason).toBe(reason);
+  if (detail) expect((error as InvalidToken).detail).toContain(detail);
+  expectRefusedExchange(await exchange(running, token), token, 400, 'invalid_request');
 }

@@ -5,7 +5,7 @@ import { InvalidToken, TemporarilyUnavailable } from '@tessera/plugin-sdk';
 import { LoopbackIssuer, startLoopbackServer, type LoopbackServer } from '@tessera/plugin-testkit';
 import type { ContractBroker } from '@tessera/plugin-testkit/contract';
 import { LEGACY_IDENTITY_LIFETIME_SECONDS } from '../src/index.js';
-import { exchange, expectRefusedExchange, rejection, startBroker, validate } from './broker.js';
+import { exchange, expectRefusedExchange, expectValidatorRefusal, rejection, startBroker, validate } from './broker.js';
 import { FakeKubeApiServer } from './fake-kube-apiserver.js';
 import { mintLegacy, mintProjected, projectedClaims, workload, writeKubeconfig } from './fixtures.js';
 
@@ -63,13 +63,7 @@ describe('tokenReview mode', () => {
     await west?.close();
   });
 
-  const refusedWith = async (token: string, reason: string, detail?: string) => {
-    const error = await rejection(validate(running, token));
-    expect(error).toBeInstanceOf(InvalidToken);
-    expect((error as InvalidToken).reason).toBe(reason);
-    if (detail) expect((error as InvalidToken).detail).toContain(detail);
-    expectRefusedExchange(await exchange(running, token), token, 400, 'invalid_request');
-  };
+  const refusedWith = (token: string, reason: string, detail?: string) => expectValidatorRefusal(running, token, reason, detail);
 
   it('asks the API server with the broker audiences and maps status.user', async () => {
     const who = workload({ namespace: 'payments', serviceAccount: 'api' });
