@@ -3,13 +3,27 @@ import { InvalidToken } from './errors.js';
 
 // RFC 7515 §7.1 + §2: three base64url segments without padding, whitespace or other characters.
 const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+$/;
+const BASE64URL = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
 
 /**
- * True when `value` is a compact JWS in canonical encoding. JOSE libraries decode base64url leniently
- * (padding, spaces); gating on the canonical form first keeps one token from having many spellings.
+ * RFC 4648 §3.5: an encoder sets the bits past the last whole byte to zero. A decoder ignores them, so a
+ * segment whose length leaves 4 (or 2) unused bits has 16 (or 4) spellings of the same bytes; only the one
+ * with zero bits is canonical. A length of 1 mod 4 encodes no whole byte and is never valid.
+ */
+function isCanonicalSegment(segment: string): boolean {
+  const unusedBits = [0, -1, 4, 2][segment.length % 4]!;
+  if (unusedBits <= 0) return unusedBits === 0;
+  const last = BASE64URL.indexOf(segment[segment.length - 1]!);
+  return (last & ((1 << unusedBits) - 1)) === 0;
+}
+
+/**
+ * True when `value` is a compact JWS in canonical encoding: one token, one spelling. JOSE libraries
+ * decode base64url leniently (padding, spaces, stray trailing bits); gating on the canonical form first
+ * means a changed byte anywhere, signature included, always changes what is verified.
  */
 export function isCompactJws(value: string): boolean {
-  return COMPACT_JWS.test(value);
+  return COMPACT_JWS.test(value) && value.split('.').every(isCanonicalSegment);
 }
 
 /** A JWT's header and claims, decoded but not verified: they may only choose how to verify it. */
