@@ -1,5 +1,10 @@
+import { InvalidRequest } from '@tessera/plugin-sdk';
+
 /** RFC 8693 §2.1: the only parameters that may repeat. */
 export const REPEATABLE_PARAMETERS: ReadonlySet<string> = new Set(['audience', 'resource']);
+
+/** Checked by `parameters.ts`, which refuses them with `invalid_target` / `invalid_scope`. */
+const TARGET_AND_SCOPE_PARAMETERS: ReadonlySet<string> = new Set(['audience', 'resource', 'scope']);
 
 /** Which door a request came through: the form token endpoint, the JSON exchange, the SPIFFE exchange. */
 export const FRONT_DOORS = ['token', 'json-exchange', 'spiffe-exchange'] as const;
@@ -14,11 +19,22 @@ export interface TokenRequest {
   readonly frontDoor: FrontDoor;
 }
 
+/**
+ * Every door's parameters become one request here. A value that is not well-formed Unicode (undecodable
+ * bytes in a form, a lone surrogate escape in JSON) refuses the request: no check or token downstream ever
+ * sees one.
+ */
 export function tokenRequestFrom(
   parameters: ReadonlyMap<string, readonly string[]>,
   authorization?: string,
   frontDoor: FrontDoor = 'token',
 ): TokenRequest {
+  for (const [name, values] of parameters) {
+    if (TARGET_AND_SCOPE_PARAMETERS.has(name)) continue;
+    if (!name.isWellFormed() || !values.every((value) => value.isWellFormed())) {
+      throw new InvalidRequest('a parameter is not valid UTF-8', { detail: `parameter encoding of ${name.isWellFormed() ? name.slice(0, 64) : '(name)'}` });
+    }
+  }
   return {
     get: (name) => parameters.get(name)?.[0],
     getAll: (name) => parameters.get(name) ?? [],
