@@ -3,7 +3,7 @@ import { isAbsolute, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import semver from 'semver';
 import type { DependencyContainer } from 'tsyringe';
-import { isPluginDefinition, PLUGIN_API_VERSION, type PluginDefinition, type PluginProvides } from '@tessera/plugin-sdk';
+import { isPluginDefinition, PLUGIN_API_VERSION, tokens, type PluginDefinition, type PluginProvides } from '@tessera/plugin-sdk';
 import { ConfigError, describeIssues, type Locator } from '../config/errors.js';
 import type { BrokerConfig } from '../config/schema.js';
 
@@ -83,6 +83,9 @@ export async function resolvePlugins(entries: BrokerConfig['plugins'], baseDir: 
   return results;
 }
 
+/** The services the SDK documents for plugins; the container also holds core-only ones (the config...). */
+const PLUGIN_SERVICES: ReadonlySet<symbol> = new Set(Object.values(tokens));
+
 /**
  * Resolves each plugin's declared deps from the broker's container and runs its init. Each plugin's
  * `close` is handed to `onClose` as soon as its init succeeds, so a later failure can still release it.
@@ -97,6 +100,11 @@ export async function initPlugins(
   for (const { use, definition, config } of resolved) {
     const deps: Record<string, unknown> = {};
     for (const [key, dep] of Object.entries(definition.deps)) {
+      // A core token (its symbol is reachable through @tessera/core) would hand a plugin the whole config,
+      // client secret hashes included: only the SDK's plugin services are resolved.
+      if (!PLUGIN_SERVICES.has(dep)) {
+        throw new ConfigError([`plugin ${definition.name}: deps.${key} asks for ${dep.description ?? 'an unnamed token'}, which is not a plugin service (use the SDK's tokens)`]);
+      }
       if (!container.isRegistered(dep, true)) throw new ConfigError([`plugin ${definition.name}: deps.${key} is not a service the broker provides`]);
       deps[key] = container.resolve(dep);
     }
