@@ -24,7 +24,8 @@ import { InMemoryReplayStore } from './oauth/replay-store.js';
 import { InMemoryRevocationList, RevocationEndpoint } from './oauth/revocation.js';
 import { GRANT_TYPE_URIS, TOKEN_ENDPOINT_METRICS, TokenEndpoint } from './oauth/token-endpoint.js';
 import { initPlugins, resolvePlugins, type LoadedPlugin } from './plugins/loader.js';
-import { IssuerRegistry, ValidatorRegistry } from './plugins/registry.js';
+import { grantActorTrust } from './plugins/actor-trust.js';
+import { declaredSkewProblem, IssuerRegistry, ValidatorRegistry } from './plugins/registry.js';
 import { PolicyEngine } from './policy/policy-engine.js';
 
 /** Edges a host (or a test) may replace. Each is registered in the broker's own container. */
@@ -141,10 +142,13 @@ async function assemble(config: BrokerConfig, options: BrokerOptions & { baseDir
     for (const validator of plugin.provides.validators ?? []) validators.add(plugin.name, validator);
     for (const issuer of plugin.provides.issuers ?? []) issuers.add(plugin.name, issuer, plugin.apiVersion);
   }
+  grantActorTrust(config.delegation, plugins, validators);
   const extractors = plugins.flatMap((plugin) => (plugin.provides.attributeExtractors ?? []).map((extractor) => ({ plugin: plugin.name, extractor })));
   const assertionVerifiers = new Map<string, ClientAssertionVerifier>();
   for (const plugin of plugins) {
     for (const verifier of plugin.provides.clientAssertionVerifiers ?? []) {
+      const skewProblem = declaredSkewProblem(plugin.name, 'a client assertion verifier', verifier.clockSkewSeconds);
+      if (skewProblem) throw new ConfigError([skewProblem]);
       for (const type of verifier.assertionTypes) {
         if (assertionVerifiers.has(type)) throw new ConfigError([`client assertion type ${type} is claimed by two plugins (second: "${plugin.name}")`]);
         assertionVerifiers.set(type, verifier);

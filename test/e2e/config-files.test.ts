@@ -81,7 +81,7 @@ describe('config files', () => {
     const error = (await resolvePluginsOf(loaded).catch((caught: unknown) => caught)) as ConfigError;
     expect(error.problems).toEqual([
       'broker.yaml:3: plugins[0].use: cannot load plugin "@tessera/plugin-does-not-exist"',
-      'broker.yaml:4: plugins[1]: plugin "future" needs core plugin API ^2, this core provides 1.2.0',
+      'broker.yaml:4: plugins[1]: plugin "future" needs core plugin API ^2, this core provides 1.3.0',
     ]);
   });
 });

@@ -19,8 +19,13 @@ it('runs two brokers in one process without sharing keys, replay cache, audit or
   expect(a.broker.resolve(coreTokens.validators)).not.toBe(b.broker.resolve(coreTokens.validators));
   expect(a.broker.resolve(tokens.keyRing).publicJwks().keys[0]!.kid).not.toBe(b.broker.resolve(tokens.keyRing).publicJwks().keys[0]!.kid);
 
-  // One client assertion addressed to both token endpoints: each broker's replay cache sees it once.
-  const assertion = await client.assertion('unused', { aud: [a.tokenEndpoint, b.tokenEndpoint] });
+  // The same assertion id, once for each broker (an assertion naming both is refused: it names more than
+  // the broker): each broker's replay cache sees it once.
+  const jti = 'one-id-for-both';
+  const assertions = new Map([
+    [a, await client.assertion(a.tokenEndpoint, { jti })],
+    [b, await client.assertion(b.tokenEndpoint, { jti })],
+  ]);
   const call = async (target: typeof a) =>
     postToken(target.tokenEndpoint, {
       grant_type: TOKEN_EXCHANGE,
@@ -28,7 +33,7 @@ it('runs two brokers in one process without sharing keys, replay cache, audit or
       subject_token_type: ID_TOKEN,
       audience: API,
       client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
-      client_assertion: assertion,
+      client_assertion: assertions.get(target)!,
     });
   const fromA = await call(a);
   const fromB = await call(b);

@@ -82,8 +82,8 @@ export function explainPolicy(input: unknown, context: ExplainContext): ExplainR
     // A spiffe_jwt client is the workload its JWT-SVID proved.
     ...(request.client.authMethod === 'spiffe_jwt' ? { identity: spiffeClientIdentity(request.client.id, now) } : {}),
   };
-  const actorTrust = actor && context.validators.get(actor.tokenType)?.actorTrust;
-  const subjectTrust = request.grantType === 'client_credentials' ? undefined : context.validators.get(subject.tokenType)?.actorTrust;
+  const actorTrust = actor && context.validators.trustOf(actor.tokenType);
+  const subjectTrust = request.grantType === 'client_credentials' ? undefined : context.validators.trustOf(subject.tokenType);
   let chain: readonly ChainMember[] = [];
   try {
     chain = planDelegation(

@@ -87,6 +87,68 @@ export const MAX_ISSUED_TOKEN_BYTES_LIMIT = 65_536;
 /** Hard ceiling for any configured delegation chain depth. */
 const MAX_CHAIN_DEPTH_LIMIT = 32;
 
+/** Defaults for limits.connections: a silent or slow client is cut off well before it could tie up a slot for long. */
+const CONNECTION_LIMIT_DEFAULTS = {
+  maxConnections: 1_024,
+  firstByteTimeoutMs: 5_000,
+  headersTimeoutMs: 10_000,
+  requestTimeoutMs: 30_000,
+  idleTimeoutMs: 30_000,
+  keepAliveTimeoutMs: 5_000,
+};
+
+const connectionLimitsSchema = z
+  .object({
+    maxConnections: z
+      .number()
+      .int()
+      .min(1)
+      .max(65_536)
+      .default(CONNECTION_LIMIT_DEFAULTS.maxConnections)
+      .describe('Most open connections; at the cap the longest-idle connection (no request in flight) is closed for a newcomer, which is refused only when every connection is busy'),
+    firstByteTimeoutMs: z
+      .number()
+      .int()
+      .min(100)
+      .max(60_000)
+      .default(CONNECTION_LIMIT_DEFAULTS.firstByteTimeoutMs)
+      .describe('A new connection that sends no byte within this is closed'),
+    headersTimeoutMs: z
+      .number()
+      .int()
+      .min(100)
+      .max(60_000)
+      .default(CONNECTION_LIMIT_DEFAULTS.headersTimeoutMs)
+      .describe('Time from the first byte of a request to the end of its headers; past it the connection gets 408 and is closed'),
+    requestTimeoutMs: z
+      .number()
+      .int()
+      .min(100)
+      .max(300_000)
+      .default(CONNECTION_LIMIT_DEFAULTS.requestTimeoutMs)
+      .describe('Time to receive a whole request, body included; past it the connection gets 408 and is closed'),
+    idleTimeoutMs: z
+      .number()
+      .int()
+      .min(100)
+      .max(300_000)
+      .default(CONNECTION_LIMIT_DEFAULTS.idleTimeoutMs)
+      .describe('A connection on which no byte moves either way for this long is closed, a request in progress included: keep it above the slowest response'),
+    keepAliveTimeoutMs: z
+      .number()
+      .int()
+      .min(100)
+      .max(300_000)
+      .default(CONNECTION_LIMIT_DEFAULTS.keepAliveTimeoutMs)
+      .describe('How long an idle keep-alive connection is kept between requests; behind a proxy, above its idle timeout'),
+  })
+  .strict()
+  // Node's http server refuses headersTimeout > requestTimeout; a first-byte bound above the headers bound would never fire first.
+  .refine((limits) => limits.headersTimeoutMs <= limits.requestTimeoutMs, { message: 'must not exceed requestTimeoutMs', path: ['headersTimeoutMs'] })
+  .refine((limits) => limits.firstByteTimeoutMs <= limits.headersTimeoutMs, { message: 'must not exceed headersTimeoutMs', path: ['firstByteTimeoutMs'] })
+  .default(CONNECTION_LIMIT_DEFAULTS)
+  .describe('Bounds on each phase of an HTTP connection and on how many may be open');
+
 /** Exact string, or a glob: `*` = any run without `/`, `**` = any run. Always anchored. */
 const pattern = z.string().min(1).describe('exact value or glob (* within a path segment, ** across segments)');
 
@@ -244,9 +306,15 @@ export const brokerConfigSchema = z
         assertionMaxLifetimeSeconds: z.number().int().positive().max(3_600).default(300),
         clockSkewSeconds: z.number().int().min(0).max(300).default(60),
         algorithms: z.array(z.enum(ASSERTION_ALGORITHMS)).min(1).default(['RS256', 'ES256', 'EdDSA', 'PS256']),
+        assertionAudience: z
+          .enum(['issuer-or-token-endpoint', 'issuer'])
+          .default('issuer-or-token-endpoint')
+          .describe(
+            "Values a client assertion's aud may hold; any other value refuses it. issuer: the issuer identifier only (draft-ietf-oauth-rfc7523bis); issuer-or-token-endpoint also accepts the token endpoint URL, as RFC 7523 and OIDC Core clients send",
+          ),
       })
       .strict()
-      .default({ assertionMaxLifetimeSeconds: 300, clockSkewSeconds: 60, algorithms: ['RS256', 'ES256', 'EdDSA', 'PS256'] }),
+      .default({ assertionMaxLifetimeSeconds: 300, clockSkewSeconds: 60, algorithms: ['RS256', 'ES256', 'EdDSA', 'PS256'], assertionAudience: 'issuer-or-token-endpoint' }),
     clients: z
       .array(clientSchema)
       .default([])
@@ -343,9 +411,10 @@ export const brokerConfigSchema = z
           .max(1_000)
           .default(100)
           .describe('Wall-clock bound on a policy condition (match.when) that iterates or runs a regex; past it the rule does not match'),
+        connections: connectionLimitsSchema,
       })
       .strict()
-      .default({ maxBodyBytes: 65_536, validationTimeoutMs: 5_000, maxIssuedTokenBytes: 8_192, conditionTimeoutMs: 100 }),
+      .default({ maxBodyBytes: 65_536, validationTimeoutMs: 5_000, maxIssuedTokenBytes: 8_192, conditionTimeoutMs: 100, connections: CONNECTION_LIMIT_DEFAULTS }),
     delegation: z
       .object({
         maxChainDepth: z
@@ -355,6 +424,12 @@ export const brokerConfigSchema = z
           .max(MAX_CHAIN_DEPTH_LIMIT)
           .default(5)
           .describe('Most actors a delegation chain (nested act) may hold; deeper requests are refused'),
+        actorTrust: z
+          .record(z.string().regex(/^[a-z][a-z0-9]*(-[a-z0-9]+)*$/, 'a plugin name'), z.enum(['workload', 'broker']))
+          .optional()
+          .describe(
+            'Plugins whose validated identities may act for others (actor_token), by plugin name: workload (SPIFFE JWT-SVIDs) or broker (tokens this broker issued). The whole list when given; default: { spiffe: workload, access-token: broker } for those that are loaded',
+          ),
       })
       .strict()
       .default({ maxChainDepth: 5 }),

@@ -1,5 +1,6 @@
 import { createLocalJWKSet, decodeJwt, decodeProtectedHeader, jwtVerify, type JWTVerifyGetKey } from 'jose';
 import {
+  acceptedUntil,
   CLIENT_ASSERTION_TYPE_JWT_BEARER,
   CLIENT_ASSERTION_TYPE_JWT_SPIFFE,
   InvalidClient,
@@ -20,7 +21,7 @@ import {
 import { ConfigError } from '../config/errors.js';
 import type { BrokerConfig, ClientConfig } from '../config/schema.js';
 import { compilePattern, type Matcher } from '../policy/patterns.js';
-import { identityFault } from './identity-shape.js';
+import { checkIdentity } from './identity-checks.js';
 import { hashClientSecret, parseScryptHash, verifyClientSecret, type ScryptHash } from './client-secret.js';
 import type { TokenRequest } from './request.js';
 
@@ -58,6 +59,8 @@ export class ClientAuthenticator {
   readonly #clients: ReadonlyMap<string, RegisteredClient>;
   /** spiffe_jwt clients: SPIFFE ID patterns, tried in config order. */
   readonly #workloadClients: readonly { readonly matches: Matcher; readonly config: ClientConfig }[];
+  /** The only values a client assertion's `aud` may hold (`clientAuth.assertionAudience`). */
+  readonly #assertionAudiences: ReadonlySet<string>;
   #decoy?: Promise<ScryptHash>;
 
   constructor(
@@ -65,6 +68,7 @@ export class ClientAuthenticator {
     private readonly options: ClientAuthOptions,
     private readonly deps: ClientAuthDeps,
   ) {
+    this.#assertionAudiences = new Set(options.assertionAudience === 'issuer' ? [deps.broker.issuer] : [deps.broker.issuer, deps.broker.tokenEndpoint]);
     this.#workloadClients = clients.filter((config) => config.auth.method === 'spiffe_jwt').map((config) => ({ matches: compilePattern(config.id), config }));
     this.#clients = new Map(
       clients.filter((config) => config.auth.method !== 'spiffe_jwt').map((config) => [config.id, this.#register(config, clients.indexOf(config))]),
@@ -179,7 +183,7 @@ export class ClientAuthenticator {
       ({ payload } = await jwtVerify(assertion, client.keys, {
         issuer: id,
         subject: id,
-        audience: [this.deps.broker.tokenEndpoint, this.deps.broker.issuer],
+        audience: [...this.#assertionAudiences],
         algorithms: [...client.algorithms!],
         clockTolerance: this.options.clockSkewSeconds,
         currentDate: now,
@@ -190,9 +194,13 @@ export class ClientAuthenticator {
       const { code, claim } = error as { code?: string; claim?: string };
       throw new InvalidClient(undefined, { detail: `client_auth: assertion rejected (${code ?? 'verification failed'}${claim ? ` ${claim}` : ''})` });
     }
+    // jose accepts an `aud` that merely contains one of ours; an assertion also naming anyone else could
+    // have been obtained by that other party and replayed here (rfc7523bis audience injection).
+    this.#checkAudience(typeof payload.aud === 'string' ? [payload.aud] : (payload.aud ?? []));
     this.#checkLifetime(now, payload.exp!, payload.iat);
     if (typeof payload.jti !== 'string') throw new InvalidClient(undefined, { detail: 'client_auth: bad jti' });
-    await this.#consumeJti(id, payload.jti, payload.exp!);
+    // Remembered while the verifier above would accept it: exp plus the skew it was given.
+    await this.#consumeJti(id, payload.jti, acceptedUntil(new Date(payload.exp! * 1000), this.options.clockSkewSeconds));
     return { id, authMethod: 'private_key_jwt' };
   }
 
@@ -220,9 +228,7 @@ export class ClientAuthenticator {
         verifier.verify(assertion, { role: 'client', tokenType: type as TokenTypeUrn, brokerIssuer: this.deps.broker.issuer, tokenEndpoint: this.deps.broker.tokenEndpoint, now, signal: budget }),
         timedOut,
       ]);
-      const fault = identityFault(verified, type);
-      if (fault) throw new Error(`verifier returned ${fault}`);
-      identity = verified;
+      identity = checkIdentity(verified, { tokenType: type, now, clockSkewSeconds: verifier.clockSkewSeconds, brokerAudiences: this.#assertionAudiences });
     } catch (error) {
       // A trust-bundle outage (or the budget running out) is the broker's problem, not the client's: keep the 503.
       if (error instanceof TemporarilyUnavailable) throw error;
@@ -235,19 +241,22 @@ export class ClientAuthenticator {
     if (!config || config.auth.method !== PLUGIN_ASSERTION_METHODS.get(type)) throw new InvalidClient(undefined, { detail: 'client_auth: no client matches the assertion subject' });
     const bodyId = request.get('client_id');
     if (bodyId !== undefined && bodyId !== id) throw new InvalidClient(undefined, { detail: 'client_auth: client_id mismatch' });
-    // The assertion is for this broker only: no audience besides its issuer or token endpoint.
-    const ours = new Set([this.deps.broker.issuer, this.deps.broker.tokenEndpoint]);
-    if (identity.audiences.length === 0 || !identity.audiences.every((audience) => ours.has(audience))) {
-      throw new InvalidClient(undefined, { detail: 'client_auth: assertion audience must name only this broker' });
-    }
-    const exp = Math.floor(identity.expiresAt.getTime() / 1000);
+    this.#checkAudience(identity.audiences);
     const iat = typeof identity.claims.iat === 'number' ? identity.claims.iat : undefined;
-    this.#checkLifetime(now, exp, iat);
+    this.#checkLifetime(now, identity.expiresAt.getTime() / 1000, iat);
     if (identity.claims.jti !== undefined) {
       if (typeof identity.claims.jti !== 'string') throw new InvalidClient(undefined, { detail: 'client_auth: bad jti' });
-      await this.#consumeJti(id, identity.claims.jti, exp);
+      // Remembered while the plugin that verified it (and core, with the skew it declared) would accept it.
+      await this.#consumeJti(id, identity.claims.jti, acceptedUntil(identity.expiresAt, verifier.clockSkewSeconds));
     }
     return { id, authMethod: PLUGIN_ASSERTION_METHODS.get(type)!, identity };
+  }
+
+  /** A client assertion is for this broker only: every `aud` value is one of ours, and there is one. */
+  #checkAudience(audiences: readonly string[]): void {
+    if (audiences.length === 0 || !audiences.every((audience) => this.#assertionAudiences.has(audience))) {
+      throw new InvalidClient(undefined, { detail: 'client_auth: assertion audience must name only this broker' });
+    }
   }
 
   /** Long-lived assertions defeat replay protection: cap both the remaining and the declared lifetime. */
@@ -260,10 +269,9 @@ export class ClientAuthenticator {
     if (iat !== undefined && iat > nowSeconds + skew) throw new InvalidClient(undefined, { detail: 'client_auth: assertion iat in the future' });
   }
 
-  async #consumeJti(clientId: string, jti: string, exp: number): Promise<void> {
+  async #consumeJti(clientId: string, jti: string, acceptedUntil: Date): Promise<void> {
     if (jti.length === 0 || jti.length > 256) throw new InvalidClient(undefined, { detail: 'client_auth: bad jti' });
-    const expiresAt = new Date((exp + this.options.clockSkewSeconds) * 1000);
-    if (!(await this.deps.replay.consume(`client-assertion:${JSON.stringify([clientId, jti])}`, expiresAt))) {
+    if (!(await this.deps.replay.consume(`client-assertion:${JSON.stringify([clientId, jti])}`, acceptedUntil))) {
       throw new InvalidClient(undefined, { detail: 'client_auth: assertion replayed' });
     }
   }

@@ -20,8 +20,9 @@ import {
 } from '@tessera/plugin-sdk';
 import type { GrantTypeName } from '../config/schema.js';
 import { planDelegation, type ChainMember } from '../policy/delegation.js';
-import { identityFault, isAttributeMap } from './identity-shape.js';
+import { checkIdentity, isAttributeMap } from './identity-checks.js';
 import type { FrontDoor } from './request.js';
+import { isSafeAudience, isScopeToken } from './target-values.js';
 import type { IssuerRegistry, ValidatorRegistry } from '../plugins/registry.js';
 import type { PolicyEngine } from '../policy/policy-engine.js';
 
@@ -88,7 +89,11 @@ export interface ValidateOptions {
  * validate → policy → issue, shared by every grant and every front door. Knows nothing of HTTP.
  */
 export class ExchangePipeline {
-  constructor(private readonly deps: PipelineDeps) {}
+  readonly #brokerAudiences: ReadonlySet<string>;
+
+  constructor(private readonly deps: PipelineDeps) {
+    this.#brokerAudiences = new Set([deps.broker.issuer, deps.broker.tokenEndpoint]);
+  }
 
   /** Runs the validator registered for `tokenType`, mapping every failure to the error the role calls for. */
   async validate(token: string, tokenType: string, role: ValidationRole, options: ValidateOptions = {}): Promise<VerifiedIdentity> {
@@ -97,6 +102,9 @@ export class ExchangePipeline {
       if (role === 'assertion') throw new InvalidGrant('assertion type is not supported', { detail: 'no validator for jwt' });
       throw new InvalidRequest(`unsupported ${role}_token_type`, { detail: `no validator for ${role}_token_type` });
     }
+    // RFC 7523 §3: a JWT bearer assertion names this broker; the SPIFFE door asks the same of its tokens.
+    // Extra audiences a plugin was configured to accept never apply there.
+    const brokerAudienceOnly = role === 'assertion' || options.brokerAudienceOnly === true;
     const budget = AbortSignal.timeout(this.deps.validationTimeoutMs);
     const timedOut = new Promise<never>((_, reject) => {
       budget.addEventListener('abort', () => reject(new TemporarilyUnavailable('token validation timed out, retry later', { detail: `${role} validation timeout` })), {
@@ -111,16 +119,20 @@ export class ExchangePipeline {
       tokenEndpoint: this.deps.broker.tokenEndpoint,
       now: this.deps.clock.now(),
       signal: budget,
-      ...(options.brokerAudienceOnly ? { brokerAudienceOnly: true } : {}),
+      ...(brokerAudienceOnly ? { brokerAudienceOnly: true } : {}),
       ...(options.client ? { client: options.client } : {}),
     };
     try {
-      const identity = await Promise.race([validator.validate(token, ctx), timedOut]);
-      const fault = identityFault(identity, tokenType);
-      if (fault) throw new Error(`validator returned ${fault}`);
-      // This broker's tokens are verified only by the validator that checks its keys, revocation and
-      // audience binding; another validator trusting the broker's JWKS must not be a way around those.
-      if (identity.issuer === this.deps.broker.issuer && validator.actorTrust !== 'broker') {
+      const identity = checkIdentity(await Promise.race([validator.validate(token, ctx), timedOut]), {
+        tokenType,
+        now: ctx.now,
+        clockSkewSeconds: validator.clockSkewSeconds,
+        ...(brokerAudienceOnly ? { brokerAudiences: this.#brokerAudiences } : {}),
+      });
+      // This broker's tokens are verified only by the validator trusted with them (the one that checks its
+      // keys, revocation and audience binding); another validator trusting the broker's JWKS must not be a
+      // way around those.
+      if (identity.issuer === this.deps.broker.issuer && this.deps.validators.trustOf(tokenType) !== 'broker') {
         throw new InvalidToken('untrusted_issuer', 'a token of this broker is accepted only as an access_token');
       }
       return await Promise.race([this.#enrich(identity, ctx), timedOut]);
@@ -164,8 +176,8 @@ export class ExchangePipeline {
     if (!issuer) throw new InvalidRequest('unsupported requested_token_type', { detail: 'no issuer for requested_token_type' });
 
     const { validators } = this.deps;
-    const actorTrust = input.actor && validators.get(input.actor.tokenType)?.actorTrust;
-    const subjectTrust = input.grantType === 'client_credentials' ? undefined : validators.get(input.subject.tokenType)?.actorTrust;
+    const actorTrust = input.actor && validators.trustOf(input.actor.tokenType);
+    const subjectTrust = input.grantType === 'client_credentials' ? undefined : validators.trustOf(input.subject.tokenType);
     const { members: chain } = planDelegation(
       {
         client: input.client,
@@ -202,6 +214,10 @@ export class ExchangePipeline {
     if (!decision.allowed) throw decision.error;
 
     const { grant } = decision;
+    // Policy can fill audiences from claims: a signed token never carries a value a request could not.
+    if (!grant.audiences.every(isSafeAudience) || !grant.scopes.every(isScopeToken)) {
+      throw InvalidRequest.policy(`grant holds an audience or scope with characters that are not allowed (rule ${decision.ruleId})`);
+    }
     const unfit = this.deps.issuers.grantRefusal(requestedTokenType, grant);
     if (unfit) throw InvalidRequest.policy(unfit);
     let issued: IssuedToken;

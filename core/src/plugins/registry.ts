@@ -1,5 +1,5 @@
 import semver from 'semver';
-import type { Grant, SubjectValidator, TokenIssuer, TokenTypeUrn } from '@tessera/plugin-sdk';
+import type { ActorTrust, Grant, SubjectValidator, TokenIssuer, TokenTypeUrn } from '@tessera/plugin-sdk';
 import { ConfigError } from '../config/errors.js';
 
 /** The plugin API version that added `Grant.act` and `Grant.claims`. */
@@ -39,9 +39,40 @@ export class TokenTypeRegistry<P extends Provider> {
   }
 }
 
+/** Most clock skew a plugin may declare: beyond it an expired token stays usable for too long. */
+export const MAX_DECLARED_CLOCK_SKEW_SECONDS = 300;
+
+/** Checks a plugin's declared `clockSkewSeconds` (core bounds acceptance and replay memory by it). */
+export function declaredSkewProblem(plugin: string, what: string, skew: unknown): string | undefined {
+  if (skew === undefined) return undefined;
+  if (typeof skew === 'number' && Number.isInteger(skew) && skew >= 0 && skew <= MAX_DECLARED_CLOCK_SKEW_SECONDS) return undefined;
+  return `plugin ${plugin}: ${what} declares clockSkewSeconds ${String(skew).slice(0, 32)}; it must be a whole number from 0 to ${MAX_DECLARED_CLOCK_SKEW_SECONDS}`;
+}
+
 export class ValidatorRegistry extends TokenTypeRegistry<SubjectValidator> {
+  /** Actor trust the operator granted (`delegation.actorTrust`), by validator. */
+  readonly #trust = new Map<SubjectValidator, ActorTrust>();
+
   constructor() {
     super('validator');
+  }
+
+  override add(plugin: string, provider: SubjectValidator): void {
+    const problem = declaredSkewProblem(plugin, 'a validator', provider.clockSkewSeconds);
+    if (problem) throw new ConfigError([problem]);
+    super.add(plugin, provider);
+  }
+
+  /** Records the operator's grant; only a kind the validator says it supports may be granted. */
+  grantTrust(validator: SubjectValidator, trust: ActorTrust): void {
+    if (validator.actorTrust !== trust) throw new Error(`validator does not support ${trust} trust`);
+    this.#trust.set(validator, trust);
+  }
+
+  /** How identities of `type` are trusted to act (and to carry a chain); undefined: not at all. */
+  trustOf(type: string): ActorTrust | undefined {
+    const validator = this.get(type);
+    return validator && this.#trust.get(validator);
   }
 }
 

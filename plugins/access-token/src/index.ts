@@ -126,6 +126,7 @@ export interface BrokerAccessTokenValidatorDeps {
 export class BrokerAccessTokenValidator implements SubjectValidator {
   readonly tokenTypes: readonly TokenTypeUrn[] = [TOKEN_TYPE_ACCESS_TOKEN];
   readonly actorTrust = 'broker' as const;
+  readonly clockSkewSeconds = OWN_TOKEN_CLOCK_SKEW_SECONDS;
 
   constructor(private readonly deps: BrokerAccessTokenValidatorDeps) {}
 

@@ -1,4 +1,5 @@
 import {
+  acceptedUntil,
   InvalidToken,
   type IdentityAttributes,
   type ReplayStore,
@@ -23,6 +24,7 @@ export interface AwsStsValidatorDeps {
  */
 export class AwsStsValidator implements SubjectValidator {
   readonly tokenTypes: readonly TokenTypeUrn[];
+  readonly clockSkewSeconds: number;
   readonly #config: AwsConfig;
   readonly #endpoints: ReadonlyMap<string, StsEndpoint>;
   readonly #accounts: ReadonlySet<string>;
@@ -33,6 +35,7 @@ export class AwsStsValidator implements SubjectValidator {
     private readonly deps: AwsStsValidatorDeps,
   ) {
     this.tokenTypes = config.tokenTypes as TokenTypeUrn[];
+    this.clockSkewSeconds = config.clockSkewSeconds;
     this.#config = config;
     this.#endpoints = allowedEndpoints(config);
     this.#accounts = new Set(config.accounts);
@@ -56,8 +59,9 @@ export class AwsStsValidator implements SubjectValidator {
     const principal = this.#principal(caller.arn, caller.account, proof.endpoint);
 
     const expiresAt = new Date(proof.signedAt.getTime() + config.maxAgeSeconds * 1000);
-    // Recorded only once STS vouched for the proof, so forged proofs cannot fill the store.
-    if (config.singleUse && !(await this.deps.replay.consume(`aws-sts:${proof.signature}`, new Date(expiresAt.getTime() + config.clockSkewSeconds * 1000)))) {
+    // Recorded only once STS vouched for the proof, so forged proofs cannot fill the store; remembered for
+    // as long as this validator (and core, with the skew it declares) would accept the proof again.
+    if (config.singleUse && !(await this.deps.replay.consume(`aws-sts:${proof.signature}`, acceptedUntil(expiresAt, this.clockSkewSeconds)))) {
       throw new InvalidToken('claims', 'proof already used');
     }
 

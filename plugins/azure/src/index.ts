@@ -96,6 +96,7 @@ export type AzureConfig = z.output<typeof azureConfigSchema>;
  */
 export class AzureManagedIdentityValidator implements SubjectValidator {
   readonly tokenTypes: readonly TokenTypeUrn[];
+  readonly clockSkewSeconds: number;
   readonly #endpoints: ReadonlyMap<string, TenantEndpoint>;
   readonly #verifiers = new Map<string, { readonly jwksUri: string; readonly verifier: JwtVerifier }>();
   readonly #audiences: ReadonlySet<string>;
@@ -108,6 +109,7 @@ export class AzureManagedIdentityValidator implements SubjectValidator {
     private readonly discovery: TenantDiscovery,
   ) {
     this.tokenTypes = config.tokenTypes as TokenTypeUrn[];
+    this.clockSkewSeconds = config.clockSkewSeconds;
     const endpoints = [...new Set(config.tenants)].flatMap((tenant) => tenantEndpoints(tenant, config.tokenVersions, config));
     this.#endpoints = new Map(endpoints.map((endpoint) => [endpoint.issuer, endpoint]));
     this.#audiences = new Set(config.audiences);

@@ -122,6 +122,7 @@ export type GcpConfig = z.output<typeof gcpConfigSchema>;
  */
 export class GcpValidator implements SubjectValidator {
   readonly tokenTypes: readonly TokenTypeUrn[];
+  readonly clockSkewSeconds: number;
   readonly #issuer: string;
   readonly #projects: ReadonlySet<string> | undefined;
   readonly #serviceAccounts: Matcher | undefined;
@@ -131,6 +132,7 @@ export class GcpValidator implements SubjectValidator {
     private readonly verifier: JwtVerifier,
   ) {
     this.tokenTypes = config.tokenTypes as TokenTypeUrn[];
+    this.clockSkewSeconds = verifier.maxClockSkewSeconds;
     this.#issuer = config.issuers[0]!;
     this.#projects = config.projects ? new Set(config.projects) : undefined;
     this.#serviceAccounts = config.serviceAccounts ? compileEmailPatterns(config.serviceAccounts) : undefined;

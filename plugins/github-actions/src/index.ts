@@ -64,6 +64,7 @@ export type GithubActionsConfig = z.output<typeof githubActionsConfigSchema>;
 /** Verifies GitHub Actions OIDC tokens and exposes their workflow claims as `github.*` attributes. */
 export class GithubActionsValidator implements SubjectValidator {
   readonly tokenTypes: readonly TokenTypeUrn[];
+  readonly clockSkewSeconds: number;
   readonly #owners: ReadonlySet<string>;
   readonly #ownerIds: ReadonlySet<string> | undefined;
 
@@ -72,6 +73,7 @@ export class GithubActionsValidator implements SubjectValidator {
     private readonly verifier: JwtVerifier,
   ) {
     this.tokenTypes = config.tokenTypes as TokenTypeUrn[];
+    this.clockSkewSeconds = verifier.maxClockSkewSeconds;
     // GitHub owner names are case-insensitive.
     this.#owners = new Set(config.owners.map((owner) => owner.toLowerCase()));
     this.#ownerIds = config.ownerIds ? new Set(config.ownerIds) : undefined;

@@ -13,6 +13,7 @@ export type KubernetesCluster = OfflineCluster | TokenReviewCluster;
 export class KubernetesValidator implements SubjectValidator {
   readonly #clusters: ReadonlyMap<string, KubernetesCluster>;
   readonly #legacy: TokenReviewCluster | undefined;
+  readonly clockSkewSeconds: number;
 
   constructor(
     readonly tokenTypes: readonly TokenTypeUrn[],
@@ -20,6 +21,7 @@ export class KubernetesValidator implements SubjectValidator {
     private readonly maxTokenBytes: number,
   ) {
     this.#clusters = new Map(clusters.map((cluster) => [cluster.config.issuer, cluster]));
+    this.clockSkewSeconds = Math.max(0, ...clusters.map((cluster) => cluster.config.clockSkewSeconds));
     this.#legacy = clusters.find((cluster): cluster is TokenReviewCluster => cluster instanceof TokenReviewCluster && cluster.config.allowLegacyTokens);
   }
 

@@ -35,12 +35,14 @@ export type OidcConfig = z.output<typeof oidcConfigSchema>;
 /** Generic OIDC / JWT subject validator: any configured issuer with a JWKS. */
 export class OidcValidator implements SubjectValidator {
   readonly tokenTypes: readonly TokenTypeUrn[];
+  readonly clockSkewSeconds: number;
 
   constructor(
     config: OidcConfig,
     private readonly verifier: JwtVerifier,
   ) {
     this.tokenTypes = config.tokenTypes as TokenTypeUrn[];
+    this.clockSkewSeconds = verifier.maxClockSkewSeconds;
   }
 
   async validate(token: string, ctx: ValidationContext): Promise<VerifiedIdentity> {

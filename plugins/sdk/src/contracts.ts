@@ -40,7 +40,8 @@ export interface ValidationContext {
   readonly signal: AbortSignal;
   /**
    * Only `brokerIssuer` and `tokenEndpoint` are acceptable audiences: ignore any extra audiences the
-   * plugin was configured to accept (set by the SPIFFE exchange door).
+   * plugin was configured to accept. Set for the SPIFFE exchange door and for JWT bearer assertions
+   * (RFC 7523 §3); core also refuses any identity whose audiences then name neither.
    */
   readonly brokerAudienceOnly?: boolean;
   /**
@@ -51,10 +52,11 @@ export interface ValidationContext {
 }
 
 /**
- * Which identities core accepts as delegation actors (RFC 8693 `actor_token`). Only identities the
- * deployment already trusts may act: a workload's SPIFFE JWT-SVID (`workload`: the subject must be a
- * SPIFFE ID of the trust domain named by the issuer), or a token this broker issued itself (`broker`:
- * the issuer must be the broker). Identities from validators that declare neither are refused as actors.
+ * How an identity may act for others (RFC 8693 `actor_token`): as a workload's SPIFFE JWT-SVID
+ * (`workload`: the subject must be a SPIFFE ID of the trust domain named by the issuer), or as a token this
+ * broker issued itself (`broker`: the issuer must be the broker). A validator declares which kind it can
+ * support; the operator grants it (`delegation.actorTrust` in the broker config). Identities from
+ * validators without a grant are refused as actors.
  */
 export type ActorTrust = 'workload' | 'broker';
 
@@ -65,8 +67,17 @@ export type ActorTrust = 'workload' | 'broker';
 export interface SubjectValidator {
   /** Token type URNs handled. Data, not a predicate: registries key on it and publish it. */
   readonly tokenTypes: readonly TokenTypeUrn[];
-  /** Set only by validators whose identities may act for others (see `ActorTrust`). */
+  /**
+   * The actor trust this validator can support (see `ActorTrust`). Only a capability: core trusts its
+   * identities to act only where the operator's config grants it.
+   */
   readonly actorTrust?: ActorTrust;
+  /**
+   * The largest clock skew, in seconds, the validator tolerates past a token's expiry (0 when absent).
+   * Core refuses any identity whose `expiresAt` plus this skew has passed, and remembers single-use
+   * proofs for exactly that long.
+   */
+  readonly clockSkewSeconds?: number;
   validate(token: string, ctx: ValidationContext): Promise<VerifiedIdentity>;
 }
 
@@ -90,6 +101,8 @@ export interface AttributeExtractor {
 export interface ClientAssertionVerifier {
   /** `client_assertion_type` values handled. */
   readonly assertionTypes: readonly string[];
+  /** As for `SubjectValidator.clockSkewSeconds`: bounds acceptance and sets how long a `jti` is remembered. */
+  readonly clockSkewSeconds?: number;
   /** Throw `InvalidToken` for anything wrong with the assertion; `ctx.role` is `client`. */
   verify(assertion: string, ctx: ValidationContext): Promise<VerifiedIdentity>;
 }

@@ -51,6 +51,7 @@ export { token, tokens } from './tokens.js';
 export type { Token, TokenValue } from './tokens.js';
 export { definePlugin, isPluginDefinition } from './define-plugin.js';
 export { decodeUnverifiedJwt, isCompactJws } from './compact-jws.js';
+export { acceptedUntil } from './acceptance.js';
 export type { UnverifiedJwt } from './compact-jws.js';
 export type { PluginDefinition, PluginDeps, PluginInitArgs, PluginProvides, ResolvedDeps } from './define-plugin.js';
 export {
@@ -67,7 +68,7 @@ export {
   TOKEN_TYPE_STARFLY_SPIFFE_SVID,
 } from './token-types.js';
 /** Version of the plugin API this SDK describes; plugins declare a range over it. */
-export const PLUGIN_API_VERSION = '1.2.0';
+export const PLUGIN_API_VERSION = '1.3.0';
 export { ASYMMETRIC_ALGORITHMS, DEFAULT_ALGORITHMS, fetchableUrl, JwtVerifier, toInvalidToken, trustedIssuerSchema } from './jwt-verifier.js';
 export type { JwtVerifierDeps, JwtVerifierOptions, TrustedIssuerConfig, VerifiedJwt } from './jwt-verifier.js';
 export { BackoffMemo } from './backoff-memo.js';

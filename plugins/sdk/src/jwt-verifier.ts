@@ -83,6 +83,11 @@ export class JwtVerifier {
     return [...this.#issuers.values()];
   }
 
+  /** The largest skew any configured issuer allows: what a validator built on this verifier declares. */
+  get maxClockSkewSeconds(): number {
+    return Math.max(0, ...this.issuers.map((issuer) => issuer.clockSkewSeconds));
+  }
+
   /**
    * Fetches every issuer's keys once; failures are reported, not thrown: the issuer may come up later.
    * `reason` says why discovery failed (a JWKS failure is logged by the JWKS cache itself).
