@@ -1,5 +1,5 @@
 import 'reflect-metadata';
-import { createServer, type Server } from 'node:http';
+import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
 import type Koa from 'koa';
@@ -12,6 +12,7 @@ import { MAX_ISSUED_TOKEN_BYTES_LIMIT, type BrokerConfig } from './config/schema
 import { coreTokens } from './di/tokens.js';
 import { provideFactory, provideValue, resolve } from './di/container.js';
 import { createHttpApp } from './http/app.js';
+import { createGuardedServer } from './http/connection-guard.js';
 import { GuardedFetcher, type Resolver } from './http/fetcher.js';
 import { authorizationServerMetadata } from './http/metadata.js';
 import { loadKeyRing } from './keys/key-ring.js';
@@ -270,7 +271,7 @@ async function assemble(config: BrokerConfig, options: BrokerOptions & { baseDir
       const envPort = process.env.PORT ? Number(process.env.PORT) : undefined;
       const port = address.port ?? envPort ?? config.listen.port;
       const host = address.host ?? config.listen.host;
-      const server = createServer({ headersTimeout: 10_000, requestTimeout: 30_000 }, app.callback());
+      const server = createGuardedServer(config.limits.connections, log, app.callback());
       await new Promise<void>((done, fail) => {
         server.once('error', fail);
         server.listen(port, host, () => done());

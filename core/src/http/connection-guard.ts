@@ -1,0 +1,119 @@
+import { createServer, type IncomingMessage, type RequestListener, type Server, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import type { Logger } from '@tessera/plugin-sdk';
+import type { BrokerConfig } from '../config/schema.js';
+
+export type ConnectionLimits = BrokerConfig['limits']['connections'];
+
+/** Cap warnings come at most this often; each one counts what happened since the previous one. */
+const WARN_INTERVAL_MS = 10_000;
+
+/**
+ * Node enforces headersTimeout and requestTimeout only when a periodic sweep runs (every 30 s by default), so
+ * a 10 s headers bound actually let a connection live 30–40 s (measured on Node 24). A sweep at a quarter
+ * of the headers bound keeps that overshoot small. Each sweep walks the connection list, which is capped.
+ */
+function sweepIntervalMs(limits: ConnectionLimits): number {
+  return Math.max(25, Math.min(1_000, Math.floor(limits.headersTimeoutMs / 4)));
+}
+
+/** An HTTP server that bounds every phase of a connection and caps how many are open (see `guardConnections`). */
+export function createGuardedServer(limits: ConnectionLimits, log: Logger, listener: RequestListener): Server {
+  const server = createServer(
+    {
+      headersTimeout: limits.headersTimeoutMs,
+      requestTimeout: limits.requestTimeoutMs,
+      keepAliveTimeout: limits.keepAliveTimeoutMs,
+      connectionsCheckingInterval: sweepIntervalMs(limits),
+    },
+    listener,
+  );
+  guardConnections(server, limits, log);
+  return server;
+}
+
+/**
+ * Bounds a connection before its first byte (here), while headers and body arrive (Node's sweep), when no
+ * byte moves at all (socket idle timeout) and between keep-alive requests. At the cap the connection idle
+ * longest (no request in flight: silent, still sending headers, or kept alive) is closed for the newcomer,
+ * so a burst of silent sockets cannot lock clients out; only when every connection is busy is the newcomer refused.
+ */
+export function guardConnections(server: Server, limits: ConnectionLimits, log: Logger): void {
+  server.headersTimeout = limits.headersTimeoutMs;
+  server.requestTimeout = limits.requestTimeoutMs;
+  server.keepAliveTimeout = limits.keepAliveTimeoutMs;
+  server.timeout = limits.idleTimeoutMs;
+
+  // A Set iterates in insertion order, and a socket is re-added whenever it turns idle: the first is the longest idle.
+  const idle = new Set<Socket>();
+  const inFlight = new Map<Socket, number>();
+  const warning = capWarning(log, limits.maxConnections);
+
+  server.on('connection', (socket: Socket) => {
+    if (idle.size + inFlight.size >= limits.maxConnections) {
+      const longestIdle = idle.values().next().value;
+      if (longestIdle === undefined) {
+        warning.note('refused');
+        socket.destroy();
+        return;
+      }
+      idle.delete(longestIdle);
+      longestIdle.destroy();
+      warning.note('evicted');
+    }
+    idle.add(socket);
+    // Node's headers bound would close a silent connection only at a sweep; a client that connects means to talk.
+    const firstByte = setTimeout(() => {
+      if (socket.bytesRead === 0) socket.destroy();
+    }, limits.firstByteTimeoutMs).unref();
+    socket.once('close', () => {
+      clearTimeout(firstByte);
+      idle.delete(socket);
+      inFlight.delete(socket);
+    });
+  });
+
+  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    const socket = req.socket;
+    if (!idle.delete(socket) && !inFlight.has(socket)) return;
+    // Pipelined requests can be in flight together on one socket.
+    inFlight.set(socket, (inFlight.get(socket) ?? 0) + 1);
+    let done = false;
+    const finished = () => {
+      if (done) return;
+      done = true;
+      const left = (inFlight.get(socket) ?? 0) - 1;
+      if (left > 0) inFlight.set(socket, left);
+      else if (inFlight.delete(socket) && !socket.destroyed) idle.add(socket);
+    };
+    res.once('finish', finished);
+    res.once('close', finished);
+  });
+
+  server.once('close', () => warning.flush());
+}
+
+/** One warn line per interval at most, so a flood cannot flood the log too; counts are never dropped. */
+function capWarning(log: Logger, maxConnections: number) {
+  const counts = { evicted: 0, refused: 0 };
+  let lastAt = Number.NEGATIVE_INFINITY;
+  let pending: NodeJS.Timeout | undefined;
+  const flush = () => {
+    clearTimeout(pending);
+    pending = undefined;
+    if (counts.evicted + counts.refused === 0) return;
+    lastAt = Date.now();
+    log.warn({ maxConnections, evicted: counts.evicted, refused: counts.refused }, 'connection cap reached: idle connections closed for new ones (evicted), new ones refused while all were busy (refused), since the last warning');
+    counts.evicted = 0;
+    counts.refused = 0;
+  };
+  return {
+    note(kind: 'evicted' | 'refused') {
+      counts[kind] += 1;
+      const wait = lastAt + WARN_INTERVAL_MS - Date.now();
+      if (wait <= 0) flush();
+      else pending ??= setTimeout(flush, wait).unref();
+    },
+    flush,
+  };
+}
