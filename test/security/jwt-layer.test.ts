@@ -1,9 +1,13 @@
 import { Buffer } from 'node:buffer';
+import { CompactSign } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { API, accessTokenPlugin, allowRule, ID_TOKEN, JWT, JWT_BEARER, LoopbackIssuer, postToken, startBroker, TestClient, TOKEN_EXCHANGE, type RunningBroker } from '../e2e/support.js';
 import { expectRefused, respellToken } from './refusal.js';
 
-/** Catalogue: JWT layer. Weakness classes 3 (JWT bearer audience) and 5 (non-canonical JWS). */
+/**
+ * Catalogue: JWT layer. Weakness classes 3 (JWT bearer audience) and 5 (non-canonical JWS), and what
+ * fuzzing found next to 5: validly signed tokens whose JSON names a member twice, or types a claim wrongly.
+ */
 let idp: LoopbackIssuer;
 let client: TestClient;
 let running: RunningBroker;
@@ -81,5 +85,34 @@ describe('class 3: a JWT bearer assertion names the broker (RFC 7523 §3)', () =
     // The same token is a fine subject token: allowedAudiences apply to token exchange.
     expect((await exchange(elsewhere)).status).toBe(200);
     expectRefused(await bearer(elsewhere), 400, 'invalid_grant', [elsewhere]);
+  });
+});
+
+describe('one token, one meaning: members named twice, registered claims of the wrong type', () => {
+  /** Signs the claims text exactly as written (JSON objects cannot hold a duplicate; the wire can). */
+  const signText = (claimsText: string, key = idp.key) =>
+    new CompactSign(new TextEncoder().encode(claimsText)).setProtectedHeader({ alg: key.alg, kid: key.kid, typ: 'JWT' }).sign(key.privateKey);
+  const now = () => Math.floor(Date.now() / 1000);
+  const claims = (extra: string) => `{"iss":"${idp.issuer}","aud":"${running.issuer}","iat":${now()},"exp":${now() + 300}${extra}}`;
+
+  it('issues for the plain text, refuses a subject token that names sub twice (JSON.parse keeps the last; others the first)', async () => {
+    expect((await exchange(await signText(claims(',"sub":"alice"')))).status).toBe(200);
+    const twice = await signText(claims(',"sub":"alice","sub":"mallory"'));
+    expectRefused(await exchange(twice), 400, 'invalid_request', [twice]);
+    expect(running.audit.records.at(-1)).toMatchObject({ reason: 'subject: malformed: a member is named twice' });
+  });
+
+  it('refuses a subject token whose jti or sub has the wrong type', async () => {
+    for (const extra of [',"sub":"alice","jti":12345', ',"sub":["alice"]']) {
+      const token = await signText(claims(extra));
+      expectRefused(await exchange(token), 400, 'invalid_request', [token]);
+    }
+  });
+
+  it('refuses a client assertion that names sub twice', async () => {
+    const text = `{"sub":"mallory","iss":"${client.id}","sub":"${client.id}","aud":"${running.tokenEndpoint}","jti":"${crypto.randomUUID()}","iat":${now()},"exp":${now() + 60}}`;
+    const assertion = await signText(text, client.key);
+    const response = await exchange(await idp.mint({ sub: 'alice', aud: running.issuer }), { client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: assertion });
+    expectRefused(response, 401, 'invalid_client', [assertion]);
   });
 });

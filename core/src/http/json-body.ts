@@ -1,5 +1,5 @@
 import type { Context } from 'koa';
-import { InvalidRequest } from '@tessera/plugin-sdk';
+import { hasDuplicateMembers, InvalidRequest } from '@tessera/plugin-sdk';
 import { REPEATABLE_PARAMETERS } from '../oauth/request.js';
 import { readBodyText } from './body-text.js';
 
@@ -28,7 +28,7 @@ export async function readJsonParameters(ctx: Context, maxBytes: number): Promis
     throw new InvalidRequest('request body must be a JSON object', { detail: 'json shape' });
   }
   // JSON.parse keeps the last of repeated members; a proxy may read the first. Refuse, as the form door does.
-  if (repeatsMember(text)) throw new InvalidRequest('a parameter is repeated', { detail: 'json repeated member' });
+  if (hasDuplicateMembers(text)) throw new InvalidRequest('a parameter is repeated', { detail: 'json repeated member' });
   const parameters = new Map<string, string[]>();
   for (const [name, value] of Object.entries(body)) {
     const values = typeof value === 'string' ? [value] : REPEATABLE_PARAMETERS.has(name) && isStringArray(value) ? value : undefined;
@@ -39,35 +39,6 @@ export async function readJsonParameters(ctx: Context, maxBytes: number): Promis
     if (present.length > 0) parameters.set(name, present);
   }
   return parameters;
-}
-
-/** True when the (already valid) JSON object text names a top-level member twice. */
-function repeatsMember(text: string): boolean {
-  const seen = new Set<string>();
-  let depth = 0;
-  let expectKey = false;
-  for (let index = 0; index < text.length; index++) {
-    const char = text[index];
-    if (char === '"') {
-      let end = index + 1;
-      while (text[end] !== '"') end += text[end] === '\\' ? 2 : 1;
-      if (depth === 1 && expectKey) {
-        const key = JSON.parse(text.slice(index, end + 1)) as string;
-        if (seen.has(key)) return true;
-        seen.add(key);
-        expectKey = false;
-      }
-      index = end;
-    } else if (char === '{' || char === '[') {
-      depth++;
-      if (depth === 1) expectKey = true;
-    } else if (char === '}' || char === ']') {
-      depth--;
-    } else if (char === ',' && depth === 1) {
-      expectKey = true;
-    }
-  }
-  return false;
 }
 
 function isStringArray(value: unknown): value is string[] {

@@ -1,10 +1,12 @@
-import { createLocalJWKSet, decodeJwt, decodeProtectedHeader, jwtVerify, type JWTVerifyGetKey } from 'jose';
+import { createLocalJWKSet, jwtVerify, type JWTVerifyGetKey } from 'jose';
 import {
   acceptedUntil,
   CLIENT_ASSERTION_TYPE_JWT_BEARER,
   CLIENT_ASSERTION_TYPE_JWT_SPIFFE,
+  decodeUnverifiedJwt,
   InvalidClient,
   InvalidRequest,
+  InvalidToken,
   isCompactJws,
   OAuthError,
   TemporarilyUnavailable,
@@ -163,8 +165,10 @@ export class ClientAuthenticator {
     if (!isCompactJws(assertion)) throw new InvalidClient(undefined, { detail: 'client_auth: assertion is not a compact JWS' });
     let unverifiedSubject: unknown;
     try {
-      if (decodeProtectedHeader(assertion).crit !== undefined) throw new Error('crit');
-      unverifiedSubject = decodeJwt(assertion).sub;
+      // The same gate as every validator: canonical, no duplicate members, registered claim types.
+      const { header, payload } = decodeUnverifiedJwt(assertion, MAX_ASSERTION_BYTES);
+      if (header.crit !== undefined) throw new InvalidToken('malformed', 'crit header');
+      unverifiedSubject = payload.sub;
     } catch {
       throw new InvalidClient(undefined, { detail: 'client_auth: malformed assertion' });
     }

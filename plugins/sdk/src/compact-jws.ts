@@ -1,5 +1,6 @@
 import { decodeJwt, decodeProtectedHeader, type JWTPayload, type ProtectedHeaderParameters } from 'jose';
 import { InvalidToken } from './errors.js';
+import { hasDuplicateMembers } from './json-members.js';
 
 // RFC 7515 §7.1 + §2: three base64url segments without padding, whitespace or other characters.
 const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+$/;
@@ -34,14 +35,36 @@ export interface UnverifiedJwt {
 
 /**
  * The checks every JWT validator starts with, before any key is looked up: at most `maxBytes`, canonical
- * compact JWS, a decodable header and claims set. Throws `InvalidToken` (`too_large`, `malformed`).
+ * compact JWS, a decodable header and claims set with no member named twice, and registered claims of
+ * their registered types (RFC 7519 §4.1). Throws `InvalidToken` (`too_large`, `malformed`, `claims`).
  */
 export function decodeUnverifiedJwt(token: string, maxBytes: number): UnverifiedJwt {
   if (token.length > maxBytes) throw new InvalidToken('too_large');
   if (!isCompactJws(token)) throw new InvalidToken('malformed', 'not a compact JWS');
+  let decoded: UnverifiedJwt;
   try {
-    return { header: decodeProtectedHeader(token), payload: decodeJwt(token) };
+    decoded = { header: decodeProtectedHeader(token), payload: decodeJwt(token) };
   } catch {
     throw new InvalidToken('malformed');
   }
+  // One token, one meaning: the header and claims a verifier reads are the ones every other reader sees.
+  // (jose has already refused segments that are not UTF-8.)
+  const texts = token.split('.', 2).map((segment) => Buffer.from(segment, 'base64url').toString('utf8'));
+  if (texts.some(hasDuplicateMembers)) throw new InvalidToken('malformed', 'a member is named twice');
+  const mistyped = mistypedRegisteredClaim(decoded.payload);
+  if (mistyped) throw new InvalidToken('claims', `claim ${mistyped} has the wrong type`);
+  return decoded;
 }
+
+const STRING_CLAIMS = ['iss', 'sub', 'jti'] as const;
+const NUMERIC_DATE_CLAIMS = ['exp', 'nbf', 'iat'] as const;
+
+/** RFC 7519 §4.1: `iss`, `sub`, `jti` are strings, `aud` a string or strings, `exp`/`nbf`/`iat` NumericDates. */
+function mistypedRegisteredClaim(payload: JWTPayload): string | undefined {
+  for (const claim of STRING_CLAIMS) if (payload[claim] !== undefined && typeof payload[claim] !== 'string') return claim;
+  for (const claim of NUMERIC_DATE_CLAIMS) if (payload[claim] !== undefined && !Number.isFinite(payload[claim])) return claim;
+  const { aud } = payload;
+  if (aud !== undefined && typeof aud !== 'string' && !(Array.isArray(aud) && aud.every((item) => typeof item === 'string'))) return 'aud';
+  return undefined;
+}
+

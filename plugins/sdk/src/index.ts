@@ -52,6 +52,7 @@ export type { Token, TokenValue } from './tokens.js';
 export { definePlugin, isPluginDefinition } from './define-plugin.js';
 export { decodeUnverifiedJwt, isCompactJws } from './compact-jws.js';
 export { acceptedUntil } from './acceptance.js';
+export { hasDuplicateMembers } from './json-members.js';
 export type { UnverifiedJwt } from './compact-jws.js';
 export type { PluginDefinition, PluginDeps, PluginInitArgs, PluginProvides, ResolvedDeps } from './define-plugin.js';
 export {
