@@ -115,6 +115,11 @@ export async function postToken(
     headers: { 'content-type': 'application/x-www-form-urlencoded', ...init.headers },
     ...(init.method === 'GET' ? {} : { body: form }),
   });
+  return tokenCall(response);
+}
+
+/** Reads a token endpoint response: status, headers, the raw text and (if it is JSON) the body. */
+export async function tokenCall(response: Response): Promise<TokenCall> {
   const text = await response.text();
   let body: Record<string, unknown> = {};
   try {

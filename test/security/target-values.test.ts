@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { accessTokenPlugin, API, ID_TOKEN, LoopbackIssuer, postToken, startBroker, TestClient, TOKEN_EXCHANGE, type RunningBroker, type TokenCall } from '../e2e/support.js';
+import { accessTokenPlugin, API, ID_TOKEN, LoopbackIssuer, postToken, startBroker, TestClient, TOKEN_EXCHANGE, tokenCall, type RunningBroker, type TokenCall } from '../e2e/support.js';
 import { expectRefused } from './refusal.js';
 
 /** Catalogue: transport and form. Weakness class 4 (unsafe target values), through the form and JSON doors. */
@@ -29,15 +29,7 @@ afterAll(async () => {
 
 /** Posts a raw form body, so percent-encoding and bytes are exactly what the test says. */
 async function postRaw(body: string | Uint8Array, contentType = 'application/x-www-form-urlencoded'): Promise<TokenCall> {
-  const response = await fetch(running.tokenEndpoint, { method: 'POST', headers: { 'content-type': contentType }, body });
-  const text = await response.text();
-  let parsed: Record<string, unknown> = {};
-  try {
-    parsed = JSON.parse(text) as Record<string, unknown>;
-  } catch {
-    parsed = {};
-  }
-  return { status: response.status, headers: response.headers, body: parsed, text };
+  return tokenCall(await fetch(running.tokenEndpoint, { method: 'POST', headers: { 'content-type': contentType }, body }));
 }
 
 async function validForm(): Promise<URLSearchParams> {
@@ -119,8 +111,7 @@ describe('class 4: unsafe target values are refused before policy matching', () 
         headers: { 'content-type': 'application/json' },
         body: JSON.stringify({ ...Object.fromEntries(await validForm()), ...extra }),
       });
-      const text = await response.text();
-      return { status: response.status, headers: response.headers, body: JSON.parse(text) as Record<string, unknown>, text };
+      return tokenCall(response);
     };
     expect((await postJson({ audience: API })).status).toBe(200);
     expectRefused(await postJson({ audience: 'api\u0000' }), 400, 'invalid_target');
