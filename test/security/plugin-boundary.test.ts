@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError } from '@tessera/core';
+import { ECHO_ISSUER, TOKEN_TYPE_CONTRACT_ECHO } from '@tessera/plugin-testkit/contract';
 import { accessTokenPlugin, API, JWT, JWT_BEARER, postToken, startBroker, TOKEN_EXCHANGE, type RunningBroker } from '../e2e/support.js';
 import { expectRefused } from './refusal.js';
 
@@ -114,5 +115,74 @@ describe('actor trust is the operator’s grant', () => {
     const error = await startBroker(build({ actorTrust }), fixtures).catch((caught: unknown) => caught);
     expect(error).toBeInstanceOf(ConfigError);
     expect((error as ConfigError).problems).toEqual([problem]);
+  });
+
+  it('goes by the package the config loads, not the name a plugin gives itself', async () => {
+    const broker = await startBroker(
+      () => ({
+        clients: [{ id: 'public', auth: { method: 'none' } }],
+        // Named `spiffe` and `access-token`, loaded from files: the built-ins' default trust is not theirs.
+        plugins: [lax, { use: './fixtures/impostor-spiffe.mjs' }, { use: './fixtures/impostor-access-token.mjs' }, ECHO_ISSUER],
+        policy: { rules: [delegationRule] },
+      }),
+      fixtures,
+    );
+    try {
+      const asActor = await postToken(broker.tokenEndpoint, {
+        grant_type: TOKEN_EXCHANGE,
+        client_id: 'public',
+        subject_token: 'good',
+        subject_token_type: JWT,
+        actor_token: 'evil',
+        actor_token_type: 'urn:example:token-type:fake-svid',
+        requested_token_type: TOKEN_TYPE_CONTRACT_ECHO,
+        audience: API,
+      });
+      expectRefused(asActor, 400, 'invalid_request');
+      expect(broker.audit.records.at(-1)).toMatchObject({ reason: 'actor: actor_not_trusted' });
+      // An identity carrying the broker's issuer from anything but the broker's own token validator.
+      const forged = await postToken(broker.tokenEndpoint, {
+        grant_type: TOKEN_EXCHANGE,
+        client_id: 'public',
+        subject_token: 'alice',
+        subject_token_type: 'urn:example:token-type:fake-broker',
+        requested_token_type: TOKEN_TYPE_CONTRACT_ECHO,
+        audience: API,
+      });
+      expectRefused(forged, 400, 'invalid_request');
+      expect(broker.audit.records.at(-1)!.reason).toContain('untrusted_issuer');
+    } finally {
+      await broker.close();
+    }
+  });
+
+  it("an explicit list without the access-token plugin stops its tokens acting, not being exchanged", async () => {
+    const broker = await startBroker(
+      (issuer) => ({
+        clients: [{ id: 'public', auth: { method: 'none' } }],
+        plugins: [lax, accessTokenPlugin],
+        delegation: { actorTrust: {} },
+        policy: {
+          rules: [
+            { id: 'to-broker', match: { validators: ['lax-validator'] }, grant: { audiences: [issuer], defaultAudiences: [issuer] } },
+            { id: 'onwards', match: { validators: ['access-token'] }, grant: { audiences: [API], defaultAudiences: [API] } },
+          ],
+        },
+      }),
+      fixtures,
+    );
+    try {
+      const first = await postToken(broker.tokenEndpoint, { grant_type: TOKEN_EXCHANGE, client_id: 'public', subject_token: 'good', subject_token_type: JWT });
+      expect(first.status, first.text).toBe(200);
+      const onwards = await postToken(broker.tokenEndpoint, {
+        grant_type: TOKEN_EXCHANGE,
+        client_id: 'public',
+        subject_token: first.body.access_token as string,
+        subject_token_type: 'urn:ietf:params:oauth:token-type:access_token',
+      });
+      expect(onwards.status, onwards.text).toBe(200);
+    } finally {
+      await broker.close();
+    }
   });
 });

@@ -428,7 +428,7 @@ export const brokerConfigSchema = z
           .record(z.string().regex(/^[a-z][a-z0-9]*(-[a-z0-9]+)*$/, 'a plugin name'), z.enum(['workload', 'broker']))
           .optional()
           .describe(
-            'Plugins whose validated identities may act for others (actor_token), by plugin name: workload (SPIFFE JWT-SVIDs) or broker (tokens this broker issued). The whole list when given; default: { spiffe: workload, access-token: broker } for those that are loaded',
+            'Plugins whose validated identities may act for others (actor_token), by plugin name: workload (SPIFFE JWT-SVIDs) or broker (tokens this broker issued). The whole list when given; by default the built-in packages @tessera/plugin-spiffe (workload) and @tessera/plugin-access-token (broker), where loaded',
           ),
       })
       .strict()

@@ -22,7 +22,7 @@ import type { GrantTypeName } from '../config/schema.js';
 import { planDelegation, type ChainMember } from '../policy/delegation.js';
 import { checkIdentity, isAttributeMap } from './identity-checks.js';
 import type { FrontDoor } from './request.js';
-import { isSafeAudience, isScopeToken } from './target-values.js';
+import { unsafeGrantValue } from './target-values.js';
 import type { IssuerRegistry, ValidatorRegistry } from '../plugins/registry.js';
 import type { PolicyEngine } from '../policy/policy-engine.js';
 
@@ -132,7 +132,7 @@ export class ExchangePipeline {
       // This broker's tokens are verified only by the validator trusted with them (the one that checks its
       // keys, revocation and audience binding); another validator trusting the broker's JWKS must not be a
       // way around those.
-      if (identity.issuer === this.deps.broker.issuer && this.deps.validators.trustOf(tokenType) !== 'broker') {
+      if (identity.issuer === this.deps.broker.issuer && !this.deps.validators.verifiesBrokerTokens(tokenType)) {
         throw new InvalidToken('untrusted_issuer', 'a token of this broker is accepted only as an access_token');
       }
       return await Promise.race([this.#enrich(identity, ctx), timedOut]);
@@ -177,7 +177,8 @@ export class ExchangePipeline {
 
     const { validators } = this.deps;
     const actorTrust = input.actor && validators.trustOf(input.actor.tokenType);
-    const subjectTrust = input.grantType === 'client_credentials' ? undefined : validators.trustOf(input.subject.tokenType);
+    // Only this broker's own tokens bring a chain (planDelegation), whether or not they may also act.
+    const subjectTrust = input.grantType !== 'client_credentials' && validators.verifiesBrokerTokens(input.subject.tokenType) ? 'broker' : undefined;
     const { members: chain } = planDelegation(
       {
         client: input.client,
@@ -214,10 +215,9 @@ export class ExchangePipeline {
     if (!decision.allowed) throw decision.error;
 
     const { grant } = decision;
-    // Policy can fill audiences from claims: a signed token never carries a value a request could not.
-    if (!grant.audiences.every(isSafeAudience) || !grant.scopes.every(isScopeToken)) {
-      throw InvalidRequest.policy(`grant holds an audience or scope with characters that are not allowed (rule ${decision.ruleId})`);
-    }
+    // A signed token never carries a value a request could not.
+    const unsafe = unsafeGrantValue(grant);
+    if (unsafe) throw InvalidRequest.policy(unsafe);
     const unfit = this.deps.issuers.grantRefusal(requestedTokenType, grant);
     if (unfit) throw InvalidRequest.policy(unfit);
     let issued: IssuedToken;

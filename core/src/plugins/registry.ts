@@ -52,6 +52,8 @@ export function declaredSkewProblem(plugin: string, what: string, skew: unknown)
 export class ValidatorRegistry extends TokenTypeRegistry<SubjectValidator> {
   /** Actor trust the operator granted (`delegation.actorTrust`), by validator. */
   readonly #trust = new Map<SubjectValidator, ActorTrust>();
+  /** Validators that verify this broker's own tokens (see `grantActorTrust`). */
+  readonly #brokerTokenVerifiers = new Set<SubjectValidator>();
 
   constructor() {
     super('validator');
@@ -69,10 +71,21 @@ export class ValidatorRegistry extends TokenTypeRegistry<SubjectValidator> {
     this.#trust.set(validator, trust);
   }
 
-  /** How identities of `type` are trusted to act (and to carry a chain); undefined: not at all. */
+  markBrokerTokenVerifier(validator: SubjectValidator): void {
+    if (validator.actorTrust !== 'broker') throw new Error('validator does not support broker trust');
+    this.#brokerTokenVerifiers.add(validator);
+  }
+
+  /** How identities of `type` are trusted to act; undefined: not at all. */
   trustOf(type: string): ActorTrust | undefined {
     const validator = this.get(type);
     return validator && this.#trust.get(validator);
+  }
+
+  /** True when `type` is verified by the validator of this broker's own tokens: only its identities may carry the broker's issuer (and a chain). */
+  verifiesBrokerTokens(type: string): boolean {
+    const validator = this.get(type);
+    return validator !== undefined && this.#brokerTokenVerifiers.has(validator);
   }
 }
 
