@@ -83,6 +83,15 @@ describe('tessera policy explain: usage', () => {
     expect(stderr).toMatch(/subject\.subject/);
   });
 
+  it('refuses an unsafe audience before any rule, as the token endpoint does', async () => {
+    const run = runs[0]!;
+    const requestFile = join(keyDir, 'unsafe-audience.json');
+    await writeFile(requestFile, JSON.stringify({ ...(JSON.parse(run.request) as object), audience: 'https://api.example.test/\u0007' }));
+    const { code, stdout } = await explain(run.config, requestFile);
+    expect(code).toBe(3);
+    expect(stdout).toContain('decision: deny invalid_target: audience syntax');
+  });
+
   it('refuses a request file that is not JSON with exit 2', async () => {
     const requestFile = join(keyDir, 'not-json.json');
     await writeFile(requestFile, '{ nope');

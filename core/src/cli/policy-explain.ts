@@ -2,7 +2,9 @@ import { z } from 'zod';
 import { OAuthError, TOKEN_TYPE_ACCESS_TOKEN, type AuthenticatedClient, type TokenTypeUrn, type VerifiedIdentity } from '@tessera/plugin-sdk';
 import { GRANT_TYPE_NAMES } from '../config/schema.js';
 import { planDelegation, type ChainMember } from '../policy/delegation.js';
+import { checkTargetsAndScope, type TargetsAndScope } from '../oauth/parameters.js';
 import { FRONT_DOORS } from '../oauth/request.js';
+import { unsafeGrantValue } from '../oauth/target-values.js';
 import { GRANT_TYPE_URIS } from '../oauth/token-endpoint.js';
 import type { IssuerRegistry, ValidatorRegistry } from '../plugins/registry.js';
 import type { PolicyEngine, RuleExplanation } from '../policy/policy-engine.js';
@@ -83,7 +85,7 @@ export function explainPolicy(input: unknown, context: ExplainContext): ExplainR
     ...(request.client.authMethod === 'spiffe_jwt' ? { identity: spiffeClientIdentity(request.client.id, now) } : {}),
   };
   const actorTrust = actor && context.validators.trustOf(actor.tokenType);
-  const subjectTrust = request.grantType === 'client_credentials' ? undefined : context.validators.trustOf(subject.tokenType);
+  const subjectTrust = request.grantType !== 'client_credentials' && context.validators.verifiesBrokerTokens(subject.tokenType) ? 'broker' : undefined;
   let chain: readonly ChainMember[] = [];
   try {
     chain = planDelegation(
@@ -106,6 +108,14 @@ export function explainPolicy(input: unknown, context: ExplainContext): ExplainR
   const subjectValidator = request.grantType === 'client_credentials' ? undefined : context.validators.pluginOf(subject.tokenType);
   const actorValidator = actor && context.validators.pluginOf(actor.tokenType);
   const list = (value: string | string[] | undefined) => (value === undefined ? [] : [value].flat());
+  // The token endpoint refuses unsafe targets and scopes before any rule is tried; so does explain.
+  let requested: TargetsAndScope;
+  try {
+    requested = checkTargetsAndScope(list(request.audience), list(request.resource), request.scope);
+  } catch (error) {
+    if (!(error instanceof OAuthError)) throw error;
+    return { decision: { allowed: false, error: error.code, reason: error.detail ?? error.code }, chain, rules: [] };
+  }
   const { decision, rules } = context.policy.explain({
     grantType: request.grantType,
     grantTypeUri: GRANT_TYPE_URIS[request.grantType],
@@ -118,8 +128,8 @@ export function explainPolicy(input: unknown, context: ExplainContext): ExplainR
     ...(actorTrust ? { actorTrust } : {}),
     chain,
     requestedTokenType: request.requestedTokenType as TokenTypeUrn,
-    targets: [...list(request.audience), ...list(request.resource)],
-    scopes: request.scope === undefined ? undefined : request.scope.split(' ').filter(Boolean),
+    targets: [...requested.audiences, ...requested.resources],
+    scopes: requested.scopes,
     now,
   });
   if (!decision.allowed) {
@@ -130,7 +140,7 @@ export function explainPolicy(input: unknown, context: ExplainContext): ExplainR
     };
   }
   const { grant } = decision;
-  const unfit = context.issuers.grantRefusal(grant.tokenType, grant);
+  const unfit = unsafeGrantValue(grant) ?? context.issuers.grantRefusal(grant.tokenType, grant);
   if (unfit) return { decision: { allowed: false, error: 'invalid_request', reason: unfit, ruleId: decision.ruleId }, chain, rules };
   const issuer = context.issuers.get(grant.tokenType);
   const issuerPlugin = context.issuers.pluginOf(grant.tokenType);

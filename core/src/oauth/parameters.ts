@@ -6,22 +6,19 @@ import { isAbsoluteUriWithoutFragment, isSafeAudience, isScopeToken } from './ta
 /** Longer audience/resource values are refused before any policy matching. */
 const MAX_TARGET_LENGTH = 2_048;
 
-/** Undefined when no `scope` was sent (policy defaults apply); otherwise the distinct scope tokens. */
-function parseScope(request: TokenRequest): string[] | undefined {
-  const raw = request.get('scope');
-  if (raw === undefined) return undefined;
-  const scopes = raw.split(' ').filter((scope) => scope !== '');
-  if (!scopes.every(isScopeToken)) throw new InvalidScope('scope is malformed', { detail: 'scope syntax' });
-  return [...new Set(scopes)];
+export interface TargetsAndScope {
+  readonly audiences: string[];
+  readonly resources: string[];
+  /** Undefined when no `scope` was sent (policy defaults apply); otherwise the distinct scope tokens. */
+  readonly scopes: string[] | undefined;
 }
 
 /**
  * RFC 8693 §2.1: `resource` is an absolute URI without fragment; `audience` is any string, but only a safe
- * one (see `isSafeAudience`). Both may repeat. Refused here, before any policy matching.
+ * one (see `isSafeAudience`). Both may repeat. RFC 6749 §3.3 scope tokens. Refused here, before any policy
+ * matching, by the token endpoint and `policy explain` alike.
  */
-function parseTargets(request: TokenRequest): { audiences: string[]; resources: string[] } {
-  const audiences = [...request.getAll('audience')];
-  const resources = [...request.getAll('resource')];
+export function checkTargetsAndScope(audiences: readonly string[], resources: readonly string[], scope: string | undefined): TargetsAndScope {
   if ([...audiences, ...resources].some((target) => target.length > MAX_TARGET_LENGTH)) {
     throw new InvalidTarget('audience or resource is too long', { detail: 'target length' });
   }
@@ -31,13 +28,18 @@ function parseTargets(request: TokenRequest): { audiences: string[]; resources: 
   if (!audiences.every(isSafeAudience)) {
     throw new InvalidTarget('audience holds characters that are not allowed', { detail: 'audience syntax' });
   }
-  return { audiences, resources };
+  let scopes: string[] | undefined;
+  if (scope !== undefined) {
+    const tokens = scope.split(' ').filter((token) => token !== '');
+    if (!tokens.every(isScopeToken)) throw new InvalidScope('scope is malformed', { detail: 'scope syntax' });
+    scopes = [...new Set(tokens)];
+  }
+  return { audiences: [...audiences], resources: [...resources], scopes };
 }
 
 /** Targets and scope of any grant, recorded in the trace before anything can refuse the request. */
-export function readTargetsAndScope(request: TokenRequest, trace: ExchangeTrace, tokenType?: string) {
-  const targets = parseTargets(request);
-  const scopes = parseScope(request);
-  trace.requested = { ...(tokenType !== undefined ? { tokenType } : {}), ...targets, ...(scopes ? { scopes } : {}) };
-  return { ...targets, scopes };
+export function readTargetsAndScope(request: TokenRequest, trace: ExchangeTrace, tokenType?: string): TargetsAndScope {
+  const { audiences, resources, scopes } = checkTargetsAndScope(request.getAll('audience'), request.getAll('resource'), request.get('scope'));
+  trace.requested = { ...(tokenType !== undefined ? { tokenType } : {}), audiences, resources, ...(scopes ? { scopes } : {}) };
+  return { audiences, resources, scopes };
 }

@@ -1,4 +1,5 @@
 import { isIPv6 } from 'node:net';
+import type { Grant } from '@tessera/plugin-sdk';
 
 /**
  * What a value must look like to be requested as, or signed into, an audience, resource or scope. Checked
@@ -50,4 +51,10 @@ const SCOPE_TOKEN = /^[\x21\x23-\x5b\x5d-\x7e]+$/;
 
 export function isScopeToken(value: string): boolean {
   return SCOPE_TOKEN.test(value);
+}
+
+/** Why a grant may not be signed, if so: policy can fill audiences from claims, so they are checked again. */
+export function unsafeGrantValue(grant: Pick<Grant, 'audiences' | 'scopes' | 'ruleId'>): string | undefined {
+  if (grant.audiences.every(isSafeAudience) && grant.scopes.every(isScopeToken)) return undefined;
+  return `grant holds an audience or scope with characters that are not allowed (rule ${grant.ruleId})`;
 }
