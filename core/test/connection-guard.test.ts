@@ -187,6 +187,25 @@ describe('guardConnections: the connection cap', () => {
     expect(responses.map((response) => response.status)).toEqual([200, 200, 200, 200, 200]);
   });
 
+  it('evicts a connection still uploading its body at a trickle, so slow uploads cannot lock clients out', async () => {
+    // The handler reads the body, as the token endpoint does; each upload sent one byte of 1000.
+    const { server, port, warnings } = await startGuarded({ maxConnections: 4, requestTimeoutMs: 30_000, headersTimeoutMs: 10_000, idleTimeoutMs: 30_000 }, (req, res) => {
+      req.resume();
+      req.on('end', () => res.end('ok'));
+    });
+    const uploads: RawClient[] = [];
+    for (let i = 0; i < 4; i++) {
+      const entered = new Promise((done) => server.once('request', done));
+      const client = await rawClient(port);
+      client.socket.write('POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nx');
+      await entered;
+      uploads.push(client);
+    }
+    expect(await get(port)).toEqual({ status: 200, body: 'ok' });
+    await closedWithin(uploads[0]!, 2_000);
+    expect(warnings()[0]).toMatchObject({ evicted: 1, refused: 0 });
+  });
+
   it('refuses a newcomer while every connection has a request in flight, and the busy ones complete', async () => {
     let release!: () => void;
     const gate = new Promise<void>((done) => (release = done));

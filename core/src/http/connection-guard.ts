@@ -36,7 +36,8 @@ export function createGuardedServer(limits: ConnectionLimits, log: Logger, liste
  * Bounds a connection before its first byte (here), while headers and body arrive (Node's sweep), when no
  * byte moves at all (socket idle timeout) and between keep-alive requests. At the cap the connection idle
  * longest (no request in flight: silent, still sending headers, or kept alive) is closed for the newcomer,
- * so a burst of silent sockets cannot lock clients out; only when every connection is busy is the newcomer refused.
+ * then the one receiving a request body the longest, so a burst of silent or slow-uploading sockets cannot
+ * lock clients out; only when every connection has a whole request being answered is the newcomer refused.
  */
 export function guardConnections(server: Server, limits: ConnectionLimits, log: Logger): void {
   server.headersTimeout = limits.headersTimeoutMs;
@@ -46,19 +47,22 @@ export function guardConnections(server: Server, limits: ConnectionLimits, log: 
 
   // A Set iterates in insertion order, and a socket is re-added whenever it turns idle: the first is the longest idle.
   const idle = new Set<Socket>();
-  const inFlight = new Map<Socket, number>();
+  // Requests in flight per socket, in arrival order: the latest is the one whose body may still be arriving.
+  const inFlight = new Map<Socket, IncomingMessage[]>();
   const warning = capWarning(log, limits.maxConnections);
 
   server.on('connection', (socket: Socket) => {
     if (idle.size + inFlight.size >= limits.maxConnections) {
-      const longestIdle = idle.values().next().value;
-      if (longestIdle === undefined) {
+      // A request whose body is still arriving holds its slot at the sender's pace: as evictable as an idle one.
+      const victim = idle.values().next().value ?? oldestStillUploading(inFlight);
+      if (victim === undefined) {
         warning.note('refused');
         socket.destroy();
         return;
       }
-      idle.delete(longestIdle);
-      longestIdle.destroy();
+      idle.delete(victim);
+      inFlight.delete(victim);
+      victim.destroy();
       warning.note('evicted');
     }
     idle.add(socket);
@@ -77,13 +81,13 @@ export function guardConnections(server: Server, limits: ConnectionLimits, log: 
     const socket = req.socket;
     if (!idle.delete(socket) && !inFlight.has(socket)) return;
     // Pipelined requests can be in flight together on one socket.
-    inFlight.set(socket, (inFlight.get(socket) ?? 0) + 1);
+    inFlight.set(socket, [...(inFlight.get(socket) ?? []), req]);
     let done = false;
     const finished = () => {
       if (done) return;
       done = true;
-      const left = (inFlight.get(socket) ?? 0) - 1;
-      if (left > 0) inFlight.set(socket, left);
+      const left = (inFlight.get(socket) ?? []).filter((pending) => pending !== req);
+      if (left.length > 0) inFlight.set(socket, left);
       else if (inFlight.delete(socket) && !socket.destroyed) idle.add(socket);
     };
     res.once('finish', finished);
@@ -91,6 +95,12 @@ export function guardConnections(server: Server, limits: ConnectionLimits, log: 
   });
 
   server.once('close', () => warning.flush());
+}
+
+/** The socket that has been receiving a request body the longest (a Map iterates in insertion order). */
+function oldestStillUploading(inFlight: ReadonlyMap<Socket, readonly IncomingMessage[]>): Socket | undefined {
+  for (const [socket, requests] of inFlight) if (requests.at(-1)?.complete === false) return socket;
+  return undefined;
 }
 
 /** One warn line per interval at most, so a flood cannot flood the log too; counts are never dropped. */
