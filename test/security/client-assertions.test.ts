@@ -26,7 +26,11 @@ const clientCredentials = (endpoint: string, assertionType: string, assertion: s
 const ccRule = { id: 'cc', match: { grantTypes: ['client_credentials'] }, grant: { audiences: [API], maxLifetimeSeconds: 60 } };
 
 describe('class 1: a single-use proof is remembered as long as any verifier would accept it again', () => {
-  it('private_key_jwt with a fractional exp: remembered until JOSE stops accepting it, not half a second less', async () => {
+  it.each([
+    [30.5, 35_600],
+    // A fraction finer than a millisecond: a Date would drop it and forget the jti a whole second early.
+    [30.0004, 35_500],
+  ])('private_key_jwt with a fractional exp (t0 + %s s): remembered until JOSE stops accepting it', async (lifetime, replayAfterMs) => {
     const t0 = Math.floor(Date.now() / 1000) * 1000;
     const clock = new ManualClock(t0);
     const client = await TestClient.create('cc-client');
@@ -35,13 +39,13 @@ describe('class 1: a single-use proof is remembered as long as any verifier woul
       { clock },
     );
     try {
-      const exp = t0 / 1000 + 30.5;
+      const exp = t0 / 1000 + lifetime;
       const assertion = await new SignJWT({ iss: client.id, sub: client.id, aud: running.tokenEndpoint, jti: randomUUID(), iat: t0 / 1000, exp })
         .setProtectedHeader({ alg: client.key.alg, kid: client.key.kid })
         .sign(client.key.privateKey);
       expect((await clientCredentials(running.tokenEndpoint, JWT_BEARER_ASSERTION, assertion)).status).toBe(200);
-      // 35.6 s later: past exp + skew (35.5 s) by the clock, yet JOSE compares whole seconds and still accepts.
-      clock.ms = t0 + 35_600;
+      // Past exp + skew by the clock, yet JOSE compares whole seconds and would still accept it.
+      clock.ms = t0 + replayAfterMs;
       expectRefused(await clientCredentials(running.tokenEndpoint, JWT_BEARER_ASSERTION, assertion), 401, 'invalid_client', [assertion]);
       expect(running.audit.records.at(-1)).toMatchObject({ reason: 'client_auth: assertion replayed' });
     } finally {

@@ -204,7 +204,7 @@ export class ClientAuthenticator {
     this.#checkLifetime(now, payload.exp!, payload.iat);
     if (typeof payload.jti !== 'string') throw new InvalidClient(undefined, { detail: 'client_auth: bad jti' });
     // Remembered while the verifier above would accept it: exp plus the skew it was given.
-    await this.#consumeJti(id, payload.jti, acceptedUntil(new Date(payload.exp! * 1000), this.options.clockSkewSeconds));
+    await this.#consumeJti(id, payload.jti, acceptedUntil(payload.exp!, this.options.clockSkewSeconds));
     return { id, authMethod: 'private_key_jwt' };
   }
 
