@@ -46,6 +46,8 @@ async function withRaw(raw: string): Promise<TokenCall> {
 describe('class 4: unsafe target values are refused before policy matching', () => {
   it('issues for a plain audience and resource (the wide rule really would match anything)', async () => {
     expect((await withRaw(`audience=${encodeURIComponent(API)}`)).status, JSON.stringify(running.audit.records.at(-1))).toBe(200);
+    // A leading byte-order mark is not content (RFC 8259 §8.1 allows ignoring it; so does the form reader).
+    expect((await postRaw(`\uFEFF${(await validForm()).toString()}`)).status).toBe(200);
     expect((await withRaw(`resource=${encodeURIComponent('https://api.example.test/v1/items')}`)).status, JSON.stringify(running.audit.records.at(-1))).toBe(200);
   });
 

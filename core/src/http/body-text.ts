@@ -2,7 +2,8 @@ import getRawBody from 'raw-body';
 import type { Context } from 'koa';
 import { InvalidRequest } from '@tessera/plugin-sdk';
 
-const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+// A leading byte-order mark is dropped (RFC 8259 §8.1 lets a parser ignore it), as the previous reader did.
+const UTF8 = new TextDecoder('utf-8', { fatal: true });
 
 /**
  * Reads at most `maxBytes` of an uncompressed UTF-8 request body. Shared by every front door's body reader.
