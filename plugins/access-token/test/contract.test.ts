@@ -47,6 +47,8 @@ describeValidatorContract('@tessera/plugin-access-token (own tokens)', async () 
       issuer = broker.issuer;
       return { use: PROBE };
     },
+    // Loaded by path, the probe is not the built-in package: the operator grants it broker trust.
+    delegation: { actorTrust: { 'access-token': 'broker' } },
     mint: async (request) => (await ring().sign(claims(issuer, request), { typ: 'at+jwt' })).token,
     mintUntrusted: (request) =>
       new SignJWT(claims('https://other-tessera.contract.example.test', request)).setProtectedHeader({ alg: 'ES256', kid: foreign.kid, typ: 'at+jwt' }).sign(foreign.privateKey),

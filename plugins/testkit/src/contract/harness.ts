@@ -34,6 +34,8 @@ export interface ContractBrokerOptions {
   readonly validationTimeoutMs?: number;
   /** Policy rules (config form); default: one rule allowing any audience and the contract scopes. */
   readonly rules?: readonly Record<string, unknown>[];
+  /** The broker's `delegation` block, e.g. the actor trust an operator grants the plugin. */
+  readonly delegation?: Record<string, unknown>;
 }
 
 /**
@@ -62,6 +64,7 @@ export async function startContractBroker(
       log: { level: 'silent' },
       clients: [{ id: CONTRACT_CLIENT_ID, auth: { method: 'none' }, grantTypes: ['token_exchange'] }],
       plugins: options.plugins.map((plugin) => ({ use: plugin.use, config: plugin.config ?? {} })),
+      ...(options.delegation ? { delegation: options.delegation } : {}),
       policy: {
         rules: options.rules ?? [{ id: 'contract-allow-all', grant: { audiences: ['**'], scopes: ['contract.read', 'contract.write'], maxLifetimeSeconds: 600 } }],
       },

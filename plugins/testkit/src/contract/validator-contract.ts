@@ -45,6 +45,8 @@ export interface ValidatorFixture {
   stallUpstream?(): () => void;
   /** Releases what the fixture started. */
   close?(): Promise<void>;
+  /** The broker's `delegation` block the plugin needs, e.g. `{ actorTrust: { name: 'broker' } }`. */
+  readonly delegation?: Record<string, unknown>;
 }
 
 export interface ValidatorContractOptions {
@@ -75,7 +77,10 @@ export function describeValidatorContract(
 
     beforeAll(async () => {
       fixture = await setup();
-      running = await startContractBroker((issuer) => ({ plugins: [fixture.plugin({ issuer, tokenEndpoint: `${issuer}/token` }), ECHO_ISSUER] }));
+      running = await startContractBroker((issuer) => ({
+        plugins: [fixture.plugin({ issuer, tokenEndpoint: `${issuer}/token` }), ECHO_ISSUER],
+        ...(fixture.delegation ? { delegation: fixture.delegation } : {}),
+      }));
       validator = running.validatorFor(fixture.tokenType);
     });
     afterAll(async () => {
@@ -195,6 +200,7 @@ export function describeValidatorContract(
           plugins: [fixture.plugin({ issuer, tokenEndpoint: `${issuer}/token` }), ECHO_ISSUER],
           network: { timeoutMs: networkTimeoutMs },
           validationTimeoutMs: networkTimeoutMs,
+          ...(fixture.delegation ? { delegation: fixture.delegation } : {}),
         }));
         const coldValidator = cold.validatorFor(fixture.tokenType);
         const token = await fixture.mint({ audience: cold.issuer });
