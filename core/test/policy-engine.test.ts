@@ -12,6 +12,7 @@ import {
 } from '@tessera/plugin-sdk';
 import { brokerConfigSchema, type BrokerConfigInput } from '../src/config/schema.js';
 import { PolicyEngine, type PolicyDecision, type PolicyRequest } from '../src/policy/policy-engine.js';
+import { CONDITION_LIMITS } from '../src/policy/conditions.js';
 
 type RuleInput = NonNullable<NonNullable<BrokerConfigInput['policy']>['rules']>[number];
 
@@ -515,16 +516,23 @@ describe('match.when (CEL)', () => {
     expect(explained.rules[0]!.reasons[0]).toMatch(/^match.when failed: /);
   });
 
-  it('bounds evaluation by limits.conditionTimeoutMs, and a timed-out rule does not match', () => {
-    const config = brokerConfigSchema.parse({
-      issuer: 'https://broker.example',
-      limits: { conditionTimeoutMs: 10 },
-      policy: { rules: [{ id: 'slow', match: { when: 'subject.claims.big.exists(a, subject.claims.big.exists(b, subject.claims.big.exists(c, c < 0)))' }, grant: open }] },
-    });
-    const rules = new PolicyEngine(config.policy.rules, { conditionTimeoutMs: config.limits.conditionTimeoutMs });
-    const explained = rules.explain(request({ subject: identity({ claims: { big: Array.from({ length: 5_000 }, (_, i) => i) } }) }));
+  it('refuses at load a condition whose worst case is over the cost budget, naming the rule', () => {
+    // Ran until the watchdog stopped it before; its cost is now known, and too high, at load.
+    const slow = 'subject.claims.big.exists(a, subject.claims.big.exists(b, subject.claims.big.exists(c, c < 0)))';
+    expect(() => engine({ id: 'slow', match: { when: slow }, grant: open })).toThrow(
+      /policy\.rules\[0\]\.match\.when: expression may cost up to \d+ steps; the limit is 100000 \(costliest part: .*\) \(rule slow\)/,
+    );
+  });
+
+  it('bounds evaluation by conditionTimeoutMs as a backstop, and a timed-out rule does not match', () => {
+    // Within budget, about 10 ms on the largest claims the limits allow: over a 1 ms bound.
+    const when = "subject.claims.groups.all(g, g.matches('^[\\\\pL\\\\pN_-]+$') && g.matches('^\\\\pL+$') && g.matches('^[\\\\pL-]+$'))";
+    const config = brokerConfigSchema.parse({ issuer: 'https://broker.example', policy: { rules: [{ id: 'slow', match: { when }, grant: open }] } });
+    const rules = new PolicyEngine(config.policy.rules, { conditionTimeoutMs: 1 });
+    const groups = Array.from({ length: CONDITION_LIMITS.maxListLength - 1 }, () => 'é'.repeat(119));
+    const explained = rules.explain(request({ subject: identity({ claims: { groups } }) }));
     expect(explained.decision.allowed).toBe(false);
-    expect(explained.rules[0]!.reasons).toEqual(['match.when failed: evaluation timeout: exceeded 10 ms']);
+    expect(explained.rules[0]!.reasons).toEqual(['match.when failed: evaluation timeout: exceeded 1 ms']);
   });
 
   it('reports type errors at load, with the rule', () => {

@@ -410,7 +410,7 @@ export const brokerConfigSchema = z
           .min(10)
           .max(1_000)
           .default(100)
-          .describe('Wall-clock bound on a policy condition (match.when) that iterates or runs a regex; past it the rule does not match'),
+          .describe('Wall-clock backstop for a policy condition (match.when) that iterates or binds (its cost is already bounded at load); past it the rule does not match'),
         connections: connectionLimitsSchema,
       })
       .strict()
