@@ -9,6 +9,7 @@ describe('resource: RFC 3986 absolute URI without fragment', () => {
     'https://user:pw@api.example.test/a',
     'https://[2001:db8::1]/x',
     'https://[v1.fe80::a+en1]/x',
+    'https://[V1.fe80::a+en1]/x',
     'urn:ietf:params:oauth:token-type:jwt',
     'spiffe://example.org/ns/default/sa/api',
     'mailto:ops@example.test',

@@ -15,7 +15,8 @@ const PCHAR = `(?:[${UNRESERVED}${SUB_DELIMS}:@]|${PCT})`;
 const SCHEME = '[A-Za-z][A-Za-z0-9+.-]*';
 const USERINFO = `(?:[${UNRESERVED}${SUB_DELIMS}:]|${PCT})*`;
 const REG_NAME = `(?:[${UNRESERVED}${SUB_DELIMS}]|${PCT})*`;
-const IP_LITERAL = '\\[([0-9A-Fa-f:.]+|v[0-9A-Fa-f]+\\.[A-Za-z0-9._~!$&\'()*+,;=:-]+)\\]';
+// ABNF literals are case-insensitive: IPvFuture starts with v or V.
+const IP_LITERAL = '\\[([0-9A-Fa-f:.]+|[vV][0-9A-Fa-f]+\\.[A-Za-z0-9._~!$&\'()*+,;=:-]+)\\]';
 const SEGMENT = `${PCHAR}*`;
 const SEGMENT_NZ = `${PCHAR}+`;
 const AUTHORITY = `(?:${USERINFO}@)?(?:${IP_LITERAL}|${REG_NAME})(?::[0-9]*)?`;
@@ -30,7 +31,7 @@ export function isAbsoluteUriWithoutFragment(value: string): boolean {
   if (!match) return false;
   // An IPv6 literal (not IPvFuture) must be a real IPv6 address.
   const literal = match[1];
-  return literal === undefined || literal.startsWith('v') || isIPv6(literal);
+  return literal === undefined || /^[vV]/.test(literal) || isIPv6(literal);
 }
 
 // Controls (C0, DEL, C1), invisible format characters (bidi overrides, zero-width, BOM) and any kind of
