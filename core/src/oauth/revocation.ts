@@ -1,9 +1,8 @@
-import { errors as joseErrors, jwtVerify, type JWTPayload } from 'jose';
+import type { JWTPayload } from 'jose';
 import {
   InvalidClient,
   InvalidGrant,
   InvalidRequest,
-  isCompactJws,
   OAuthError,
   ServerError,
   TemporarilyUnavailable,
@@ -17,10 +16,8 @@ import {
 import { ExpiringKeys } from './expiring-keys.js';
 import type { AuditSink } from '../audit/audit-log.js';
 import type { ClientAuthenticator } from './client-auth.js';
+import { TOKEN_TYPE_HINTS, verifyOwnAccessToken } from './own-tokens.js';
 import type { TokenRequest } from './request.js';
-
-/** RFC 9068 §2.1: the `typ` of the access tokens this broker issues. */
-const ACCESS_TOKEN_TYP = 'at+jwt';
 
 /**
  * How long past `exp` a revoked token is remembered, and how long after `exp` a token is still worth
@@ -28,9 +25,6 @@ const ACCESS_TOKEN_TYP = 'at+jwt';
  * `exp` may still be accepted and must stay revoked until no validator would take it.
  */
 export const REVOCATION_MARGIN_SECONDS = 300;
-
-/** RFC 7009 §2.1 / §4.1.2: registered `token_type_hint` values; any other value is ignored. */
-const TOKEN_TYPE_HINTS: ReadonlySet<string> = new Set(['access_token', 'refresh_token']);
 
 /**
  * Single-process revocation list: `jti` → until when it stays revoked. Entries are swept once they pass
@@ -137,33 +131,14 @@ export class RevocationEndpoint {
     trace.outcome = 'revoked';
   }
 
-  /**
-   * The verified claims when `token` is a live access token this broker issued (its keys, its issuer,
-   * `typ` at+jwt, `jti`, `exp` and `client_id` present); otherwise why it is not, as a fixed reason.
-   */
+  /** The verified claims when `token` is a live access token this broker issued, with `jti` and `client_id`. */
   async #ownToken(token: string): Promise<{ payload?: JWTPayload; reason?: string }> {
-    if (token.length > this.deps.maxTokenBytes || !isCompactJws(token)) return { reason: 'not a token of this broker (format)' };
-    let payload: JWTPayload;
-    try {
-      ({ payload } = await jwtVerify(token, this.deps.keyRing.verifier(), {
-        issuer: this.deps.broker.issuer,
-        typ: ACCESS_TOKEN_TYP,
-        algorithms: [...this.deps.keyRing.algorithms],
-        // A token within the margin past exp may still pass a skewed validator: still worth revoking.
-        clockTolerance: REVOCATION_MARGIN_SECONDS,
-        currentDate: this.deps.clock.now(),
-        requiredClaims: ['exp', 'jti', 'client_id'],
-      }));
-    } catch (error) {
-      if (error instanceof joseErrors.JWTExpired) return { reason: 'expired' };
-      if (error instanceof joseErrors.JOSEError) return { reason: `not a token of this broker (${error.code})` };
-      // Client input never makes a 5xx: whatever jose choked on, it is not a token we could have issued.
-      this.deps.log.warn({ errName: error instanceof Error ? error.name : typeof error }, 'revocation: unexpected verification error');
-      return { reason: 'not a token of this broker (unverifiable)' };
-    }
-    const { jti, client_id: clientId } = payload;
+    // A token within the margin past exp may still pass a skewed validator: still worth revoking.
+    const own = await verifyOwnAccessToken(token, this.deps, { requiredClaims: ['exp', 'jti', 'client_id'], clockToleranceSeconds: REVOCATION_MARGIN_SECONDS, endpoint: 'revocation' });
+    if (!own.payload) return own;
+    const { jti, client_id: clientId } = own.payload;
     if (typeof jti !== 'string' || jti === '' || jti.length > 256 || typeof clientId !== 'string') return { reason: 'not a token of this broker (claims)' };
-    return { payload };
+    return own;
   }
 
   #fault(error: unknown): OAuthError {

@@ -1,0 +1,51 @@
+import { errors as joseErrors, jwtVerify, type JWTPayload } from 'jose';
+import { isCompactJws, type BrokerInfo, type Clock, type KeyRing, type Logger } from '@tessera/plugin-sdk';
+
+/** RFC 9068 §2.1: the `typ` of the access tokens this broker issues. */
+export const ACCESS_TOKEN_TYP = 'at+jwt';
+
+/** RFC 7009 §2.1 / §4.1.2 registered `token_type_hint` values (recorded in audits; others are ignored). */
+export const TOKEN_TYPE_HINTS: ReadonlySet<string> = new Set(['access_token', 'refresh_token']);
+
+export interface OwnTokenDeps {
+  readonly keyRing: KeyRing;
+  readonly broker: BrokerInfo;
+  readonly clock: Clock;
+  readonly log: Logger;
+  /** Tokens longer than this cannot be ones the broker issued (the ceiling of `limits.maxIssuedTokenBytes`). */
+  readonly maxTokenBytes: number;
+}
+
+export interface OwnTokenCheck {
+  readonly requiredClaims: readonly string[];
+  /** Tolerance past `exp` (default none). */
+  readonly clockToleranceSeconds?: number;
+  /** Names the endpoint in the log line for an unexpected verification error. */
+  readonly endpoint: string;
+}
+
+/**
+ * The verified claims when `token` is an access token this broker issued (its keys, its exact issuer,
+ * `typ` at+jwt, the required claims, unexpired within the tolerance); otherwise why it is not, as a fixed
+ * reason for the audit record. Shared by revocation and introspection; client input never makes it throw.
+ */
+export async function verifyOwnAccessToken(token: string, deps: OwnTokenDeps, check: OwnTokenCheck): Promise<{ payload?: JWTPayload; reason?: string }> {
+  if (token.length > deps.maxTokenBytes || !isCompactJws(token)) return { reason: 'not a token of this broker (format)' };
+  try {
+    const { payload } = await jwtVerify(token, deps.keyRing.verifier(), {
+      issuer: deps.broker.issuer,
+      typ: ACCESS_TOKEN_TYP,
+      algorithms: [...deps.keyRing.algorithms],
+      ...(check.clockToleranceSeconds ? { clockTolerance: check.clockToleranceSeconds } : {}),
+      currentDate: deps.clock.now(),
+      requiredClaims: [...check.requiredClaims],
+    });
+    return { payload };
+  } catch (error) {
+    if (error instanceof joseErrors.JWTExpired) return { reason: 'expired' };
+    if (error instanceof joseErrors.JOSEError) return { reason: `not a token of this broker (${error.code})` };
+    // Whatever jose choked on, it is not a token we could have issued.
+    deps.log.warn({ errName: error instanceof Error ? error.name : typeof error }, `${check.endpoint}: unexpected verification error`);
+    return { reason: 'not a token of this broker (unverifiable)' };
+  }
+}
