@@ -13,6 +13,7 @@ import { coreTokens } from './di/tokens.js';
 import { provideFactory, provideValue, resolve } from './di/container.js';
 import { createHttpApp } from './http/app.js';
 import { createGuardedServer } from './http/connection-guard.js';
+import { trackForDrain, type DrainOutcome, type Readiness } from './http/drain.js';
 import { GuardedFetcher, type Resolver } from './http/fetcher.js';
 import { authorizationServerMetadata } from './http/metadata.js';
 import { loadKeyRing } from './keys/key-ring.js';
@@ -22,6 +23,7 @@ import { createLogger } from './logging.js';
 import { ClientAuthenticator } from './oauth/client-auth.js';
 import { ExchangePipeline } from './oauth/exchange-pipeline.js';
 import { InMemoryReplayStore } from './oauth/replay-store.js';
+import { IntrospectionEndpoint } from './oauth/introspection.js';
 import { InMemoryRevocationList, RevocationEndpoint } from './oauth/revocation.js';
 import { GRANT_TYPE_URIS, TOKEN_ENDPOINT_METRICS, TokenEndpoint } from './oauth/token-endpoint.js';
 import { initPlugins, resolvePlugins, type LoadedPlugin } from './plugins/loader.js';
@@ -48,6 +50,9 @@ export interface BrokerOptions {
 export interface RunningServer {
   readonly url: string;
   readonly server: Server;
+  /** Graceful close: see `ServerDrain.drain`. */
+  drain(timeoutMs: number): Promise<DrainOutcome>;
+  /** Immediate close: every connection is destroyed. */
   close(): Promise<void>;
 }
 
@@ -61,13 +66,27 @@ export interface Broker {
   resolve<T>(key: Token<T>): T;
   /** Listens on the configured address (PORT overrides the port). */
   listen(address?: { host?: string; port?: number }): Promise<RunningServer>;
+  /** What `/readyz` reports. */
+  readiness(): Readiness;
+  /**
+   * Marks the broker not ready and drains every listening server within `lifecycle.drainTimeoutMs`
+   * (in-flight requests finish, connections close). `close()` is still needed afterwards.
+   */
+  drain(): Promise<DrainOutcome>;
   close(): Promise<void>;
 }
 
 /** Derives where the broker is reached from its issuer identifier. */
-export function brokerInfoFor(issuer: string): BrokerInfo & { basePath: string; jwksUri: string; revocationEndpoint: string } {
+export function brokerInfoFor(issuer: string): BrokerInfo & { basePath: string; jwksUri: string; revocationEndpoint: string; introspectionEndpoint: string } {
   const base = issuer.replace(/\/$/, '');
-  return { issuer, tokenEndpoint: `${base}/token`, jwksUri: `${base}/keys`, revocationEndpoint: `${base}/revoke`, basePath: new URL(issuer).pathname };
+  return {
+    issuer,
+    tokenEndpoint: `${base}/token`,
+    jwksUri: `${base}/keys`,
+    revocationEndpoint: `${base}/revoke`,
+    introspectionEndpoint: `${base}/introspect`,
+    basePath: new URL(issuer).pathname,
+  };
 }
 
 /**
@@ -114,12 +133,21 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions 
 
 /** A door that could never answer is a config error, not a stream of failed requests. */
 function checkFrontDoors(config: BrokerConfig, issuers: IssuerRegistry, authenticator: ClientAuthenticator): void {
-  const door = config.endpoints.spiffeExchange;
-  if (!door.enabled) return;
   const problems: string[] = [];
-  if (!issuers.get(TOKEN_TYPE_JWT_SVID)) problems.push(`endpoints.spiffeExchange: no issuer plugin handles ${TOKEN_TYPE_JWT_SVID} (e.g. @tessera/plugin-spire-jwt-svid)`);
-  if (door.publicClient !== undefined && authenticator.clientConfig(door.publicClient)?.auth.method !== 'none') {
-    problems.push(`endpoints.spiffeExchange.publicClient: "${door.publicClient}" is not a configured client with auth method none`);
+  const door = config.endpoints.spiffeExchange;
+  if (door.enabled) {
+    if (!issuers.get(TOKEN_TYPE_JWT_SVID)) problems.push(`endpoints.spiffeExchange: no issuer plugin handles ${TOKEN_TYPE_JWT_SVID} (e.g. @tessera/plugin-spire-jwt-svid)`);
+    if (door.publicClient !== undefined && authenticator.clientConfig(door.publicClient)?.auth.method !== 'none') {
+      problems.push(`endpoints.spiffeExchange.publicClient: "${door.publicClient}" is not a configured client with auth method none`);
+    }
+  }
+  const introspection = config.endpoints.introspection;
+  if (introspection.enabled) {
+    // A public client can never introspect, and an unknown id is a typo that would silently grant nothing.
+    for (const [index, id] of introspection.clients.entries()) {
+      const method = authenticator.clientConfig(id)?.auth.method;
+      if (method === undefined || method === 'none') problems.push(`endpoints.introspection.clients[${index}]: "${id}" is not a configured client that authenticates`);
+    }
   }
   if (problems.length > 0) throw new ConfigError(problems);
 }
@@ -229,6 +257,22 @@ async function assemble(config: BrokerConfig, options: BrokerOptions & { baseDir
         maxTokenBytes: MAX_ISSUED_TOKEN_BYTES_LIMIT,
       }),
   );
+  provideFactory(
+    container,
+    coreTokens.introspectionEndpoint,
+    (c) =>
+      new IntrospectionEndpoint({
+        authenticator: resolve(c, coreTokens.clientAuthenticator),
+        keyRing: resolve(c, tokens.keyRing),
+        revocationList: resolve(c, tokens.revocationList),
+        audit: resolve(c, coreTokens.audit),
+        clock: resolve(c, tokens.clock),
+        log: resolve(c, tokens.logger),
+        broker: resolve(c, tokens.brokerInfo),
+        maxTokenBytes: MAX_ISSUED_TOKEN_BYTES_LIMIT,
+        clients: config.endpoints.introspection.clients,
+      }),
+  );
 
   // Resolve eagerly so config errors (bad client keys, bad hashes, bad rule defaults) stop startup, not the first request.
   resolve(container, coreTokens.policy);
@@ -237,9 +281,13 @@ async function assemble(config: BrokerConfig, options: BrokerOptions & { baseDir
   const unverifiable = authenticator.requiredAssertionTypes().filter((type) => !assertionVerifiers.has(type));
   if (unverifiable.length > 0) throw new ConfigError([`clients: no plugin verifies client assertions of type ${unverifiable.join(', ')} (spiffe_jwt clients need @tessera/plugin-spiffe)`]);
   const grantTypes = [...new Set(config.clients.flatMap((client) => client.grantTypes))].map((name) => GRANT_TYPE_URIS[name]);
+  // Ready only once the broker below is whole (keys loaded, plugins started), until a drain begins.
+  let readiness: Readiness = 'starting';
   const app = createHttpApp({
+    readiness: () => readiness,
     tokenEndpoint: resolve(container, coreTokens.tokenEndpoint),
     revocationEndpoint: resolve(container, coreTokens.revocationEndpoint),
+    introspectionEndpoint: resolve(container, coreTokens.introspectionEndpoint),
     keyRing,
     log,
     metrics,
@@ -255,6 +303,7 @@ async function assemble(config: BrokerConfig, options: BrokerOptions & { baseDir
       subjectTokenTypes: validators.types(),
       issuedTokenTypes: issuers.types(),
       ...(config.endpoints.revocation.enabled ? { revocationEndpoint: info.revocationEndpoint } : {}),
+      ...(config.endpoints.introspection.enabled ? { introspectionEndpoint: info.introspectionEndpoint } : {}),
     }),
   });
 
@@ -272,6 +321,7 @@ async function assemble(config: BrokerConfig, options: BrokerOptions & { baseDir
       const port = address.port ?? envPort ?? config.listen.port;
       const host = address.host ?? config.listen.host;
       const server = createGuardedServer(config.limits.connections, log, app.callback());
+      const tracked = trackForDrain(server, log);
       await new Promise<void>((done, fail) => {
         server.once('error', fail);
         server.listen(port, host, () => done());
@@ -280,6 +330,10 @@ async function assemble(config: BrokerConfig, options: BrokerOptions & { baseDir
       const running: RunningServer = {
         url: `http://${bound.family === 'IPv6' ? `[${bound.address}]` : bound.address}:${bound.port}`,
         server,
+        drain: (timeoutMs) => {
+          servers.delete(running);
+          return tracked.drain(timeoutMs);
+        },
         close: () =>
           new Promise<void>((done) => {
             servers.delete(running);
@@ -290,6 +344,20 @@ async function assemble(config: BrokerConfig, options: BrokerOptions & { baseDir
       servers.add(running);
       return running;
     },
+    readiness: () => readiness,
+    async drain() {
+      readiness = 'draining';
+      const outcomes = await Promise.all([...servers].map((server) => server.drain(config.lifecycle.drainTimeoutMs)));
+      return outcomes.reduce(
+        (total, outcome) => ({
+          completed: total.completed + outcome.completed,
+          cut: total.cut + outcome.cut,
+          timedOut: total.timedOut || outcome.timedOut,
+          elapsedMs: Math.max(total.elapsedMs, outcome.elapsedMs),
+        }),
+        { completed: 0, cut: 0, timedOut: false, elapsedMs: 0 },
+      );
+    },
     async close() {
       if (closed) return;
       closed = true;
@@ -298,6 +366,7 @@ async function assemble(config: BrokerConfig, options: BrokerOptions & { baseDir
       container.clearInstances();
     },
   };
+  readiness = 'ready';
   return broker;
 }
 

@@ -2,6 +2,7 @@ import 'reflect-metadata';
 
 export { createBroker, brokerInfoFor } from './broker.js';
 export type { Broker, BrokerOptions, RunningServer } from './broker.js';
+export type { DrainOutcome, Readiness } from './http/drain.js';
 export { loadConfigFile, loadConfigFiles, parseConfigText, validateConfig } from './config/load.js';
 export type { LoadedConfig } from './config/load.js';
 export { printableConfig, renderConfig } from './config/print.js';
@@ -14,7 +15,7 @@ export { resolvePlugins } from './plugins/loader.js';
 export { checkConfig } from './config/check.js';
 export type { LoadedPlugin, PluginEntryResult } from './plugins/loader.js';
 export { MemoryAuditSink } from './audit/audit-log.js';
-export type { AuditEntry, AuditRecord, AuditSink, RevocationAuditRecord } from './audit/audit-log.js';
+export type { AuditEntry, AuditRecord, AuditSink, IntrospectionAuditRecord, RevocationAuditRecord } from './audit/audit-log.js';
 export { coreTokens } from './di/tokens.js';
 export { hashClientSecret } from './oauth/client-secret.js';
 export { TOKEN_TYPE_CLIENT } from './oauth/client-credentials.js';

@@ -64,8 +64,28 @@ export interface RevocationAuditRecord {
   readonly latencyMs: number;
 }
 
-/** Anything an audit sink receives: token decisions and revocations. */
-export type AuditEntry = AuditRecord | RevocationAuditRecord;
+/** One record per RFC 7662 introspection request, refusals included. Never the token itself. */
+export interface IntrospectionAuditRecord {
+  readonly event: 'introspect';
+  /** `allow`: answered 200 (active or not); `deny`: refused with an error. */
+  readonly decision: 'allow' | 'deny';
+  readonly requestId: string;
+  /** OAuth error code sent to the client on denial. */
+  readonly error?: string;
+  /** Internal reason (why the token is inactive, why the request was refused): never sent to the client. */
+  readonly reason?: string;
+  readonly client?: { readonly id: string; readonly authMethod: string };
+  /** The `active` member of the answer. */
+  readonly active?: boolean;
+  /** `jti` of the broker token the request named, once its signature verified. */
+  readonly jti?: string;
+  /** `token_type_hint`, when it is one of the registered values. */
+  readonly tokenTypeHint?: string;
+  readonly latencyMs: number;
+}
+
+/** Anything an audit sink receives: token decisions, revocations and introspections. */
+export type AuditEntry = AuditRecord | RevocationAuditRecord | IntrospectionAuditRecord;
 
 export interface AuditSink {
   record(record: AuditEntry): void;
@@ -101,8 +121,11 @@ export class MemoryAuditSink implements AuditSink {
   readonly records: AuditRecord[] = [];
   /** Revocation requests, kept apart so `records` stays one shape. */
   readonly revocations: RevocationAuditRecord[] = [];
+  /** Introspection requests, likewise apart. */
+  readonly introspections: IntrospectionAuditRecord[] = [];
   record(record: AuditEntry): void {
     if (record.event === 'revoke') this.revocations.push(record);
+    else if (record.event === 'introspect') this.introspections.push(record);
     else this.records.push(record);
   }
 }

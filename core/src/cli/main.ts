@@ -4,7 +4,9 @@ import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { z } from 'zod';
+import { tokens } from '@tessera/plugin-sdk';
 import { createBroker } from '../broker.js';
+import { shutDown, stopSignal } from '../lifecycle.js';
 import { ConfigError } from '../config/errors.js';
 import { checkConfig } from '../config/check.js';
 import { brokerJsonSchema } from '../config/json-schema.js';
@@ -79,17 +81,12 @@ async function serve(args: string[]): Promise<number> {
   if (paths.length === 0) throw new UsageError('serve needs --config PATH');
   const loaded = await loadConfigFiles(paths);
   const broker = await createBroker(loaded.config, { baseDir: loaded.baseDir, locate: loaded.locate });
+  const log = broker.resolve(tokens.logger);
   // Handlers go in before the "listening" line: a supervisor may signal as soon as it reads it.
-  const stopped = new Promise<void>((done) => {
-    const stop = () => done();
-    process.once('SIGINT', stop);
-    process.once('SIGTERM', stop);
-  });
+  const stopped = stopSignal(log);
   const running = await broker.listen();
   process.stderr.write(`tessera listening on ${running.url} (issuer ${broker.info.issuer})\n`);
-  await stopped;
-  await broker.close();
-  return 0;
+  return shutDown(broker, await stopped, log);
 }
 
 const CONFIG_OPTION = { config: { type: 'string', short: 'c', multiple: true } } as const;

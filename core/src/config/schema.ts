@@ -374,16 +374,27 @@ export const brokerConfigSchema = z
           .strict()
           .default({ enabled: true })
           .describe('RFC 7009 revocation at {issuer}/revoke (form-encoded) of access tokens this broker issued, by the authenticated client they were issued to'),
+        introspection: z
+          .object({
+            enabled: z.boolean().default(true),
+            clients: z
+              .array(z.string().min(1))
+              .default([])
+              .describe('Clients (resource servers) that may introspect every token of this broker; any other authenticated client sees only tokens whose aud names it or that were issued to it'),
+          })
+          .strict()
+          .default({ enabled: true, clients: [] })
+          .describe('RFC 7662 introspection at {issuer}/introspect (form-encoded) of access tokens this broker issued, for authenticated clients; any token the caller may not see is reported inactive'),
       })
       .strict()
       .refine(
         (endpoints) => {
-          const taken = ['/token', '/revoke', '/keys', '/healthz'];
+          const taken = ['/token', '/revoke', '/introspect', '/keys', '/healthz', '/readyz'];
           // Routes match case-insensitively, so /Token would shadow /token.
           const paths = [endpoints.jsonExchange.path, endpoints.spiffeExchange.path, endpoints.metrics.path].map((path) => path.toLowerCase());
           return new Set([...taken, ...paths]).size === taken.length + paths.length;
         },
-        { message: 'endpoint paths must differ from each other and from /token, /revoke, /keys, /healthz' },
+        { message: 'endpoint paths must differ from each other and from /token, /revoke, /introspect, /keys, /healthz, /readyz' },
       )
       .default({
         token: { enabled: true },
@@ -391,6 +402,7 @@ export const brokerConfigSchema = z
         spiffeExchange: { enabled: false, path: '/spiffe/exchange', subjectTokenType: 'urn:ietf:params:oauth:token-type:jwt' },
         metrics: { enabled: true, path: '/metrics' },
         revocation: { enabled: true },
+        introspection: { enabled: true, clients: [] },
       })
       .describe('Front doors; every exchange endpoint runs the same pipeline, policy and audit'),
     limits: z
@@ -446,6 +458,19 @@ export const brokerConfigSchema = z
       .object({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info') })
       .strict()
       .default({ level: 'info' }),
+    lifecycle: z
+      .object({
+        drainTimeoutMs: z
+          .number()
+          .int()
+          .min(0)
+          .max(300_000)
+          .default(10_000)
+          .describe('On SIGTERM or SIGINT, how long requests in flight may take to finish before their connections are cut (exit status 1); keep it below the orchestrator grace period'),
+      })
+      .strict()
+      .default({ drainTimeoutMs: 10_000 })
+      .describe('Process lifecycle of tessera serve'),
   })
   .strict();
 

@@ -3,6 +3,7 @@ import type { AuditSink } from '../audit/audit-log.js';
 import type { BrokerConfig } from '../config/schema.js';
 import type { ClientAuthenticator } from '../oauth/client-auth.js';
 import type { ExchangePipeline } from '../oauth/exchange-pipeline.js';
+import type { IntrospectionEndpoint } from '../oauth/introspection.js';
 import type { RevocationEndpoint } from '../oauth/revocation.js';
 import type { TokenEndpoint } from '../oauth/token-endpoint.js';
 import type { IssuerRegistry, ValidatorRegistry } from '../plugins/registry.js';
@@ -19,4 +20,5 @@ export const coreTokens = {
   pipeline: token<ExchangePipeline>('tessera.pipeline'),
   tokenEndpoint: token<TokenEndpoint>('tessera.tokenEndpoint'),
   revocationEndpoint: token<RevocationEndpoint>('tessera.revocationEndpoint'),
+  introspectionEndpoint: token<IntrospectionEndpoint>('tessera.introspectionEndpoint'),
 } as const;

@@ -5,10 +5,12 @@ import type { Context } from 'koa';
 import { GRANT_TYPE_TOKEN_EXCHANGE, InvalidRequest, UnsupportedGrantType, type KeyRing, type Logger } from '@tessera/plugin-sdk';
 import type { BrokerConfig } from '../config/schema.js';
 import type { PromMetrics } from '../metrics.js';
+import type { IntrospectionEndpoint } from '../oauth/introspection.js';
 import type { RevocationEndpoint } from '../oauth/revocation.js';
 import type { TokenEndpoint } from '../oauth/token-endpoint.js';
 import { tokenRequestFrom, type FrontDoor } from '../oauth/request.js';
 import type { TokenResponse } from '../oauth/token-response.js';
+import type { Readiness } from './drain.js';
 import { readFormBody } from './form-body.js';
 import { readJsonParameters } from './json-body.js';
 import { renderErrors } from './render-errors.js';
@@ -17,6 +19,7 @@ import { spiffeExchangeParameters, spiffeExchangeResponse } from './spiffe-excha
 export interface HttpAppDeps {
   readonly tokenEndpoint: TokenEndpoint;
   readonly revocationEndpoint: RevocationEndpoint;
+  readonly introspectionEndpoint: IntrospectionEndpoint;
   readonly keyRing: KeyRing;
   readonly metadata: Record<string, unknown>;
   readonly metrics: PromMetrics;
@@ -25,6 +28,7 @@ export interface HttpAppDeps {
   /** Path of the issuer URL: routes live under it, and RFC 8414 §3 inserts the well-known part before it. */
   readonly basePath: string;
   readonly maxBodyBytes: number;
+  readonly readiness: () => Readiness;
 }
 
 /** HTTP surface: transport rules only. Every front door hands its parameters to the one token endpoint. */
@@ -79,6 +83,17 @@ export function createHttpApp(deps: HttpAppDeps): Koa {
       ctx.body = {};
     });
   }
+  if (deps.endpoints.introspection.enabled) {
+    // RFC 7662 §2.1: a form POST like the token endpoint's; the answer describes a token, so it is never cached.
+    router.all(`${base}/introspect`, async (ctx) => {
+      ctx.set('Cache-Control', 'no-store');
+      ctx.set('Pragma', 'no-cache');
+      ctx.body = await deps.introspectionEndpoint.handle(async () => {
+        postOnly(ctx);
+        return tokenRequestFrom(await readFormBody(ctx, deps.maxBodyBytes), ctx.get('authorization') || undefined);
+      }, ctx.state.requestId as string);
+    });
+  }
   if (deps.endpoints.jsonExchange.enabled) {
     router.all(
       `${base}${deps.endpoints.jsonExchange.path}`,
@@ -118,6 +133,14 @@ export function createHttpApp(deps: HttpAppDeps): Koa {
   router.get(`${base}/healthz`, (ctx) => {
     ctx.set('Cache-Control', 'no-store');
     ctx.body = { status: 'ok' };
+  });
+  // Liveness stays /healthz (200 while the process runs, also while draining); this one takes the
+  // instance out of a load balancer's rotation before its listener closes.
+  router.get(`${base}/readyz`, (ctx) => {
+    const state = deps.readiness();
+    ctx.set('Cache-Control', 'no-store');
+    ctx.status = state === 'ready' ? 200 : 503;
+    ctx.body = { status: state };
   });
 
   app.use(async (ctx, next) => {

@@ -10,6 +10,8 @@ export interface MetadataInputs {
   readonly issuedTokenTypes: readonly string[];
   /** Where RFC 7009 revocation is served; absent when the endpoint is disabled. */
   readonly revocationEndpoint?: string;
+  /** Where RFC 7662 introspection is served; absent when the endpoint is disabled. */
+  readonly introspectionEndpoint?: string;
 }
 
 /**
@@ -19,7 +21,7 @@ export interface MetadataInputs {
  */
 export function authorizationServerMetadata(inputs: MetadataInputs): Record<string, unknown> {
   const usesAssertions = inputs.authMethods.includes('private_key_jwt');
-  // Public clients (`none`) may not revoke: they prove nothing but an id every token carries.
+  // Public clients (`none`) may not revoke or introspect: they prove nothing but an id every token carries.
   const revocationAuthMethods = inputs.authMethods.filter((method) => method !== 'none');
   return {
     issuer: inputs.broker.issuer,
@@ -37,6 +39,13 @@ export function authorizationServerMetadata(inputs: MetadataInputs): Record<stri
           revocation_endpoint: inputs.revocationEndpoint,
           revocation_endpoint_auth_methods_supported: revocationAuthMethods,
           ...(usesAssertions ? { revocation_endpoint_auth_signing_alg_values_supported: inputs.authSigningAlgorithms } : {}),
+        }
+      : {}),
+    ...(inputs.introspectionEndpoint
+      ? {
+          introspection_endpoint: inputs.introspectionEndpoint,
+          introspection_endpoint_auth_methods_supported: revocationAuthMethods,
+          ...(usesAssertions ? { introspection_endpoint_auth_signing_alg_values_supported: inputs.authSigningAlgorithms } : {}),
         }
       : {}),
   };
