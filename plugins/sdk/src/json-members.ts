@@ -15,7 +15,9 @@ export function hasDuplicateMembers(json: string): boolean {
       while (json[end] !== '"') end += json[end] === '\\' ? 2 : 1;
       const names = open.at(-1);
       if (expectName && names) {
-        const name = JSON.parse(json.slice(index, end + 1)) as string;
+        // Only escaped names need decoding (`"\u0061"` and `"a"` are one name); the rest are their own text.
+        const raw = json.slice(index + 1, end);
+        const name = raw.includes('\\') ? (JSON.parse(json.slice(index, end + 1)) as string) : raw;
         if (names.has(name)) return true;
         names.add(name);
         expectName = false;
