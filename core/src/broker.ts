@@ -241,38 +241,20 @@ async function assemble(config: BrokerConfig, options: BrokerOptions & { baseDir
       }),
   );
 
-  provideFactory(
-    container,
-    coreTokens.revocationEndpoint,
-    (c) =>
-      new RevocationEndpoint({
-        authenticator: resolve(c, coreTokens.clientAuthenticator),
-        keyRing: resolve(c, tokens.keyRing),
-        revocationList: resolve(c, tokens.revocationList),
-        audit: resolve(c, coreTokens.audit),
-        clock: resolve(c, tokens.clock),
-        log: resolve(c, tokens.logger),
-        broker: resolve(c, tokens.brokerInfo),
-        // Not today's limit: a token issued before the limit was lowered must still be revocable.
-        maxTokenBytes: MAX_ISSUED_TOKEN_BYTES_LIMIT,
-      }),
-  );
-  provideFactory(
-    container,
-    coreTokens.introspectionEndpoint,
-    (c) =>
-      new IntrospectionEndpoint({
-        authenticator: resolve(c, coreTokens.clientAuthenticator),
-        keyRing: resolve(c, tokens.keyRing),
-        revocationList: resolve(c, tokens.revocationList),
-        audit: resolve(c, coreTokens.audit),
-        clock: resolve(c, tokens.clock),
-        log: resolve(c, tokens.logger),
-        broker: resolve(c, tokens.brokerInfo),
-        maxTokenBytes: MAX_ISSUED_TOKEN_BYTES_LIMIT,
-        clients: config.endpoints.introspection.clients,
-      }),
-  );
+  // Both endpoints answer about the broker's own tokens, for an authenticated client, with an audit record.
+  const ownTokenEndpointDeps = (c: DependencyContainer) => ({
+    authenticator: resolve(c, coreTokens.clientAuthenticator),
+    keyRing: resolve(c, tokens.keyRing),
+    revocationList: resolve(c, tokens.revocationList),
+    audit: resolve(c, coreTokens.audit),
+    clock: resolve(c, tokens.clock),
+    log: resolve(c, tokens.logger),
+    broker: resolve(c, tokens.brokerInfo),
+    // Not today's limit: a token issued before the limit was lowered must still be revocable (and known).
+    maxTokenBytes: MAX_ISSUED_TOKEN_BYTES_LIMIT,
+  });
+  provideFactory(container, coreTokens.revocationEndpoint, (c) => new RevocationEndpoint(ownTokenEndpointDeps(c)));
+  provideFactory(container, coreTokens.introspectionEndpoint, (c) => new IntrospectionEndpoint({ ...ownTokenEndpointDeps(c), clients: config.endpoints.introspection.clients }));
 
   // Resolve eagerly so config errors (bad client keys, bad hashes, bad rule defaults) stop startup, not the first request.
   resolve(container, coreTokens.policy);
