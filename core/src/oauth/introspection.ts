@@ -1,6 +1,5 @@
 import type { JWTPayload } from 'jose';
 import {
-  InvalidClient,
   InvalidRequest,
   OAuthError,
   ServerError,
@@ -14,7 +13,7 @@ import {
 } from '@tessera/plugin-sdk';
 import type { AuditSink } from '../audit/audit-log.js';
 import type { ClientAuthenticator } from './client-auth.js';
-import { TOKEN_TYPE_HINTS, verifyOwnAccessToken } from './own-tokens.js';
+import { authenticateConfidential, TOKEN_TYPE_HINTS, verifyOwnAccessToken } from './own-tokens.js';
 import type { TokenRequest } from './request.js';
 
 /**
@@ -105,10 +104,7 @@ export class IntrospectionEndpoint {
 
   async #introspect(request: TokenRequest, trace: IntrospectionTrace): Promise<IntrospectionResponse> {
     // §2.1: the endpoint is protected; §2.3: bad client credentials get 401.
-    const client = await this.deps.authenticator.authenticate(request);
-    trace.client = client;
-    // A public client proves nothing but a client_id, which every token carries: anyone could ask as it.
-    if (client.authMethod === 'none') throw new InvalidClient('client authentication required', { detail: 'introspection: public clients may not introspect' });
+    const client = await authenticateConfidential(this.deps.authenticator, request, 'introspection', (authenticated) => (trace.client = authenticated));
 
     // §2.1: the server may ignore the hint; it never changes the answer here.
     const hint = request.get('token_type_hint');

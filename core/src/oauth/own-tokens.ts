@@ -1,5 +1,7 @@
 import { errors as joseErrors, jwtVerify, type JWTPayload } from 'jose';
-import { isCompactJws, type BrokerInfo, type Clock, type KeyRing, type Logger } from '@tessera/plugin-sdk';
+import { InvalidClient, isCompactJws, type AuthenticatedClient, type BrokerInfo, type Clock, type KeyRing, type Logger } from '@tessera/plugin-sdk';
+import type { ClientAuthenticator } from './client-auth.js';
+import type { TokenRequest } from './request.js';
 
 /** RFC 9068 §2.1: the `typ` of the access tokens this broker issues. */
 export const ACCESS_TOKEN_TYP = 'at+jwt';
@@ -48,4 +50,21 @@ export async function verifyOwnAccessToken(token: string, deps: OwnTokenDeps, ch
     deps.log.warn({ errName: error instanceof Error ? error.name : typeof error }, `${check.endpoint}: unexpected verification error`);
     return { reason: 'not a token of this broker (unverifiable)' };
   }
+}
+
+/**
+ * The client of a revocation or introspection request, which must authenticate: a public client proves
+ * nothing but a client_id, and every token names its client_id, so anyone holding (or having seen) a
+ * token could ask as it. `onClient` records it before the public-client refusal, for the audit record.
+ */
+export async function authenticateConfidential(
+  authenticator: ClientAuthenticator,
+  request: TokenRequest,
+  endpoint: 'revocation' | 'introspection',
+  onClient: (client: AuthenticatedClient) => void,
+): Promise<AuthenticatedClient> {
+  const client = await authenticator.authenticate(request);
+  onClient(client);
+  if (client.authMethod === 'none') throw new InvalidClient('client authentication required', { detail: `${endpoint}: public clients may not ${endpoint === 'revocation' ? 'revoke' : 'introspect'}` });
+  return client;
 }

@@ -1,6 +1,5 @@
 import type { JWTPayload } from 'jose';
 import {
-  InvalidClient,
   InvalidGrant,
   InvalidRequest,
   OAuthError,
@@ -16,7 +15,7 @@ import {
 import { ExpiringKeys } from './expiring-keys.js';
 import type { AuditSink } from '../audit/audit-log.js';
 import type { ClientAuthenticator } from './client-auth.js';
-import { TOKEN_TYPE_HINTS, verifyOwnAccessToken } from './own-tokens.js';
+import { authenticateConfidential, TOKEN_TYPE_HINTS, verifyOwnAccessToken } from './own-tokens.js';
 import type { TokenRequest } from './request.js';
 
 /**
@@ -97,11 +96,7 @@ export class RevocationEndpoint {
 
   async #revoke(request: TokenRequest, trace: RevocationTrace): Promise<void> {
     // §2.1: the server first validates the client credentials.
-    const client = await this.deps.authenticator.authenticate(request);
-    trace.client = client;
-    // A public client proves nothing but a client_id, and every token names its client_id: anyone holding
-    // (or having seen) a token could revoke it. Only clients that authenticate may revoke.
-    if (client.authMethod === 'none') throw new InvalidClient('client authentication required', { detail: 'revocation: public clients may not revoke' });
+    const client = await authenticateConfidential(this.deps.authenticator, request, 'revocation', (authenticated) => (trace.client = authenticated));
 
     const hint = request.get('token_type_hint');
     if (hint !== undefined && TOKEN_TYPE_HINTS.has(hint)) trace.tokenTypeHint = hint;
