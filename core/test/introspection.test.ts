@@ -1,19 +1,14 @@
 import { randomUUID } from 'node:crypto';
-import { mkdtemp, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { SignJWT, type JWTPayload } from 'jose';
 import { beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { InvalidClient, OAuthError, TemporarilyUnavailable, type JwksCache, type RevocationList } from '@tessera/plugin-sdk';
+import { InvalidClient, OAuthError, TemporarilyUnavailable, type RevocationList } from '@tessera/plugin-sdk';
 import { MemoryAuditSink } from '../src/audit/audit-log.js';
-import { validateConfig } from '../src/config/load.js';
-import { generatePrivateJwk, loadKeyRing, type LocalKeyRing } from '../src/keys/key-ring.js';
+import type { LocalKeyRing } from '../src/keys/key-ring.js';
 import { silentLogger } from '../src/logging.js';
+import { basic, ISSUER, SECRET, secretClientAuthenticator, testKeyRing } from './support/own-token-endpoints.js';
 import { ClientAuthenticator } from '../src/oauth/client-auth.js';
-import { hashClientSecret } from '../src/oauth/client-secret.js';
 import { IntrospectionEndpoint, type IntrospectionResponse } from '../src/oauth/introspection.js';
 import { tokenRequestFrom } from '../src/oauth/request.js';
-import { InMemoryReplayStore } from '../src/oauth/replay-store.js';
 import { InMemoryRevocationList } from '../src/oauth/revocation.js';
 
 let t: number;
@@ -22,44 +17,14 @@ beforeEach(() => {
   t = Date.parse('2030-01-01T00:00:00Z');
 });
 
-const ISSUER = 'https://broker.example';
-const SECRET = 'correct horse battery staple';
-const basic = (id: string, secret: string) => `Basic ${Buffer.from(`${encodeURIComponent(id)}:${encodeURIComponent(secret)}`).toString('base64')}`;
-
 describe('IntrospectionEndpoint', () => {
   let ring: LocalKeyRing;
   let other: LocalKeyRing;
   let authenticator: ClientAuthenticator;
 
-  async function keyRing(): Promise<LocalKeyRing> {
-    const dir = await mkdtemp(join(tmpdir(), 'tessera-introspect-'));
-    await writeFile(join(dir, 'key.jwk'), JSON.stringify(await generatePrivateJwk('ES256')));
-    return loadKeyRing({ algorithm: 'ES256', files: [{ path: 'key.jwk' }], generate: false }, { baseDir: dir, dataDir: '.', log: silentLogger });
-  }
-
   beforeAll(async () => {
-    [ring, other] = await Promise.all([keyRing(), keyRing()]);
-    const secretHash = await hashClientSecret(SECRET);
-    const config = validateConfig({
-      issuer: ISSUER,
-      clients: [
-        { id: 'client-a', auth: { method: 'client_secret_basic', secretHash } },
-        { id: 'rs', auth: { method: 'client_secret_basic', secretHash } },
-        { id: 'api', auth: { method: 'client_secret_basic', secretHash } },
-        { id: 'public', auth: { method: 'none' } },
-      ],
-    });
-    // Secret clients never fetch keys: a JWKS cache that refuses is enough.
-    const jwks: JwksCache = {
-      remote: () => () => Promise.reject(new Error('no remote keys in this test')),
-      warm: async () => false,
-    };
-    authenticator = new ClientAuthenticator(config.clients, config.clientAuth, {
-      jwks,
-      replay: new InMemoryReplayStore(clock),
-      clock,
-      broker: { issuer: ISSUER, tokenEndpoint: `${ISSUER}/token` },
-    });
+    [ring, other] = await Promise.all([testKeyRing(), testKeyRing()]);
+    authenticator = await secretClientAuthenticator({ 'client-a': 'client_secret_basic', rs: 'client_secret_basic', api: 'client_secret_basic', public: 'none' }, clock);
   });
 
   const setup = (revocationList: RevocationList = new InMemoryRevocationList(clock), clients: string[] = ['rs']) => {

@@ -1,18 +1,13 @@
 import { randomUUID } from 'node:crypto';
-import { mkdtemp, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { SignJWT, type JWTPayload } from 'jose';
 import { beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { InvalidClient, InvalidGrant, InvalidRequest, OAuthError, TemporarilyUnavailable, type JwksCache, type RevocationList } from '@tessera/plugin-sdk';
+import { InvalidClient, InvalidGrant, InvalidRequest, OAuthError, TemporarilyUnavailable, type RevocationList } from '@tessera/plugin-sdk';
 import { MemoryAuditSink } from '../src/audit/audit-log.js';
-import { validateConfig } from '../src/config/load.js';
-import { generatePrivateJwk, loadKeyRing, type LocalKeyRing } from '../src/keys/key-ring.js';
+import type { LocalKeyRing } from '../src/keys/key-ring.js';
 import { silentLogger } from '../src/logging.js';
+import { basic, ISSUER, SECRET, secretClientAuthenticator, testKeyRing } from './support/own-token-endpoints.js';
 import { ClientAuthenticator } from '../src/oauth/client-auth.js';
-import { hashClientSecret } from '../src/oauth/client-secret.js';
 import { tokenRequestFrom } from '../src/oauth/request.js';
-import { InMemoryReplayStore } from '../src/oauth/replay-store.js';
 import { InMemoryRevocationList, REVOCATION_MARGIN_SECONDS, RevocationEndpoint } from '../src/oauth/revocation.js';
 
 let t: number;
@@ -66,43 +61,14 @@ describe('InMemoryRevocationList', () => {
   });
 });
 
-const ISSUER = 'https://broker.example';
-const SECRET = 'correct horse battery staple';
-const basic = (id: string, secret: string) => `Basic ${Buffer.from(`${encodeURIComponent(id)}:${encodeURIComponent(secret)}`).toString('base64')}`;
-
 describe('RevocationEndpoint', () => {
   let ring: LocalKeyRing;
   let other: LocalKeyRing;
   let authenticator: ClientAuthenticator;
 
-  async function keyRing(): Promise<LocalKeyRing> {
-    const dir = await mkdtemp(join(tmpdir(), 'tessera-revoke-'));
-    await writeFile(join(dir, 'key.jwk'), JSON.stringify(await generatePrivateJwk('ES256')));
-    return loadKeyRing({ algorithm: 'ES256', files: [{ path: 'key.jwk' }], generate: false }, { baseDir: dir, dataDir: '.', log: silentLogger });
-  }
-
   beforeAll(async () => {
-    [ring, other] = await Promise.all([keyRing(), keyRing()]);
-    const secretHash = await hashClientSecret(SECRET);
-    const config = validateConfig({
-      issuer: ISSUER,
-      clients: [
-        { id: 'client-a', auth: { method: 'client_secret_basic', secretHash } },
-        { id: 'client-b', auth: { method: 'client_secret_post', secretHash } },
-        { id: 'public', auth: { method: 'none' } },
-      ],
-    });
-    // Secret clients never fetch keys: a JWKS cache that refuses is enough.
-    const jwks: JwksCache = {
-      remote: () => () => Promise.reject(new Error('no remote keys in this test')),
-      warm: async () => false,
-    };
-    authenticator = new ClientAuthenticator(config.clients, config.clientAuth, {
-      jwks,
-      replay: new InMemoryReplayStore(clock),
-      clock,
-      broker: { issuer: ISSUER, tokenEndpoint: `${ISSUER}/token` },
-    });
+    [ring, other] = await Promise.all([testKeyRing(), testKeyRing()]);
+    authenticator = await secretClientAuthenticator({ 'client-a': 'client_secret_basic', 'client-b': 'client_secret_post', public: 'none' }, clock);
   });
 
   const setup = (revocationList: RevocationList = new InMemoryRevocationList(clock)) => {
