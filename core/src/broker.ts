@@ -14,6 +14,7 @@ import { provideFactory, provideValue, resolve } from './di/container.js';
 import { createHttpApp } from './http/app.js';
 import { createGuardedServer } from './http/connection-guard.js';
 import { trackForDrain, type DrainOutcome, type Readiness } from './http/drain.js';
+import type { ReadinessCheck } from './http/readiness.js';
 import { GuardedFetcher, type Resolver } from './http/fetcher.js';
 import { authorizationServerMetadata } from './http/metadata.js';
 import { loadKeyRing } from './keys/key-ring.js';
@@ -265,8 +266,11 @@ async function assemble(config: BrokerConfig, options: BrokerOptions & { baseDir
   const grantTypes = [...new Set(config.clients.flatMap((client) => client.grantTypes))].map((name) => GRANT_TYPE_URIS[name]);
   // Ready only once the broker below is whole (keys loaded, plugins started), until a drain begins.
   let readiness: Readiness = 'starting';
+  // What `/readyz` asks beyond the lifecycle state; each room that depends on something registers it here.
+  const readinessChecks: ReadinessCheck[] = [{ name: 'keys', check: () => (keyRing.publicJwks().keys.length > 0 ? undefined : 'no signing key') }];
   const app = createHttpApp({
     readiness: () => readiness,
+    readinessChecks,
     tokenEndpoint: resolve(container, coreTokens.tokenEndpoint),
     revocationEndpoint: resolve(container, coreTokens.revocationEndpoint),
     introspectionEndpoint: resolve(container, coreTokens.introspectionEndpoint),

@@ -11,6 +11,7 @@ import type { TokenEndpoint } from '../oauth/token-endpoint.js';
 import { tokenRequestFrom, type FrontDoor } from '../oauth/request.js';
 import type { TokenResponse } from '../oauth/token-response.js';
 import type { Readiness } from './drain.js';
+import { runReadinessChecks, type ReadinessCheck } from './readiness.js';
 import { readFormBody } from './form-body.js';
 import { readJsonParameters } from './json-body.js';
 import { renderErrors } from './render-errors.js';
@@ -29,6 +30,8 @@ export interface HttpAppDeps {
   readonly basePath: string;
   readonly maxBodyBytes: number;
   readonly readiness: () => Readiness;
+  /** Dependencies that must answer before the broker reports ready (store, audit sink, ...). */
+  readonly readinessChecks: readonly ReadinessCheck[];
 }
 
 /** HTTP surface: transport rules only. Every front door hands its parameters to the one token endpoint. */
@@ -136,11 +139,17 @@ export function createHttpApp(deps: HttpAppDeps): Koa {
   });
   // Liveness stays /healthz (200 while the process runs, also while draining); this one takes the
   // instance out of a load balancer's rotation before its listener closes.
-  router.get(`${base}/readyz`, (ctx) => {
+  router.get(`${base}/readyz`, async (ctx) => {
     const state = deps.readiness();
     ctx.set('Cache-Control', 'no-store');
-    ctx.status = state === 'ready' ? 200 : 503;
-    ctx.body = { status: state };
+    if (state !== 'ready') {
+      ctx.status = 503;
+      ctx.body = { status: state };
+      return;
+    }
+    const report = await runReadinessChecks(deps.readinessChecks);
+    ctx.status = report.ready ? 200 : 503;
+    ctx.body = { status: report.ready ? 'ready' : 'unavailable', checks: report.checks };
   });
 
   app.use(async (ctx, next) => {
