@@ -10,6 +10,8 @@ import { ClientAuthenticator } from '../src/oauth/client-auth.js';
 import { IntrospectionEndpoint, type IntrospectionResponse } from '../src/oauth/introspection.js';
 import { tokenRequestFrom } from '../src/oauth/request.js';
 import { InMemoryRevocationList } from '../src/oauth/revocation.js';
+import { KillSwitch } from '../src/state/kill-switch.js';
+import { MemoryStateStore } from '../src/state/memory-store.js';
 
 let t: number;
 const clock = { now: () => new Date(t) };
@@ -27,9 +29,10 @@ describe('IntrospectionEndpoint', () => {
     authenticator = await secretClientAuthenticator({ 'client-a': 'client_secret_basic', rs: 'client_secret_basic', api: 'client_secret_basic', public: 'none' }, clock);
   });
 
-  const setup = (revocationList: RevocationList = new InMemoryRevocationList(clock), clients: string[] = ['rs']) => {
+  const setup = (revocationList: RevocationList = new InMemoryRevocationList(clock), clients: string[] = ['rs'], killSwitch?: KillSwitch) => {
     const audit = new MemoryAuditSink();
     const endpoint = new IntrospectionEndpoint({
+      ...(killSwitch ? { killSwitch } : {}),
       authenticator,
       keyRing: ring,
       revocationList,
@@ -111,6 +114,16 @@ describe('IntrospectionEndpoint', () => {
     expect(audit.introspections.every((record) => record.decision === 'allow' && record.active === false)).toBe(true);
     // A token a few seconds in the future of this replica's clock came from a replica running slightly fast.
     expect(await introspect({ token: (await mint({ iat: now + 30 })).token })).toMatchObject({ active: true });
+  });
+
+  it('tells a caller the kill switch names nothing more: every token is inactive to it', async () => {
+    const killSwitch = new KillSwitch(new MemoryStateStore(clock), clock);
+    const { audit, introspect } = setup(undefined, ['rs'], killSwitch);
+    const { token } = await mint();
+    expect(await introspect({ token })).toMatchObject({ active: true });
+    await killSwitch.add({ kind: 'client', value: 'rs' }, { expiresAt: new Date(t + 3_600_000) });
+    expect(await introspect({ token })).toEqual({ active: false });
+    expect(audit.introspections.at(-1)).toMatchObject({ active: false, reason: 'kill switch: client entry' });
   });
 
   it('refuses public clients and missing credentials with invalid_client', async () => {

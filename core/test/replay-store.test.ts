@@ -1,5 +1,7 @@
 import { beforeEach, describe, expect, it } from 'vitest';
-import { InMemoryReplayStore } from '../src/oauth/replay-store.js';
+import { InMemoryReplayStore, REPLICA_CLOCK_SKEW_MS, StoreReplayStore } from '../src/oauth/replay-store.js';
+import { MemoryStateStore } from '../src/state/memory-store.js';
+import type { StateStore } from '../src/state/store.js';
 
 let t: number;
 const clock = { now: () => new Date(t) };
@@ -62,5 +64,42 @@ describe('InMemoryReplayStore', () => {
     t += 60_000;
     await store.consume('last', at(60_000));
     expect(store.size).toBe(1);
+  });
+});
+
+/** A memory store presented as shared (kind redis): only the kind differs. */
+function sharedStore(): StateStore {
+  const memory = new MemoryStateStore(clock);
+  return {
+    kind: 'redis',
+    claimOnce: (key, ttlMs) => memory.claimOnce(key, ttlMs),
+    put: (key, value, ttlMs) => memory.put(key, value, ttlMs),
+    getMany: (keys) => memory.getMany(keys),
+    list: (prefix) => memory.list(prefix),
+    delete: (key) => memory.delete(key),
+    hit: (key, windowMs) => memory.hit(key, windowMs),
+    ping: () => memory.ping(),
+    close: () => memory.close(),
+  };
+}
+
+describe('StoreReplayStore on a store shared between replicas', () => {
+  it('keeps a record REPLICA_CLOCK_SKEW_MS past expiry, so a replica whose clock lags cannot accept it again', async () => {
+    const shared = sharedStore();
+    const store = new StoreReplayStore(shared, clock);
+    const expiresAt = at(60_000);
+    await expect(store.consume('jti', expiresAt)).resolves.toBe(true);
+    t += 60_000 + REPLICA_CLOCK_SKEW_MS - 1;
+    await expect(store.consume('jti', expiresAt)).resolves.toBe(false);
+    t += 1;
+    await expect(store.consume('jti', expiresAt)).resolves.toBe(true);
+    expect(REPLICA_CLOCK_SKEW_MS).toBe(30_000);
+  });
+
+  it('remembers an assertion that expired by this clock a moment ago but not by a lagging one', async () => {
+    const shared = sharedStore();
+    const store = new StoreReplayStore(shared, clock);
+    await expect(store.consume('late', at(-10_000))).resolves.toBe(true);
+    await expect(store.consume('late', at(-10_000))).resolves.toBe(false);
   });
 });

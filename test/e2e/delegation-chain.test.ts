@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLocalJWKSet, decodeJwt, jwtVerify, SignJWT, type JWTPayload } from 'jose';
 import type { TestKey } from '@tessera/plugin-testkit';
+import { coreTokens } from '@tessera/core';
 import { ACCESS_TOKEN, accessTokenPlugin, generateTestKey, JWT, LoopbackIssuer, oidcPlugin, postToken, startBroker, TOKEN_EXCHANGE, type RunningBroker } from './support.js';
 
 const JWT_SVID = 'urn:tessera:token-type:jwt-svid';
@@ -135,6 +136,24 @@ describe('three-hop delegation chain', () => {
       if (typeof reason === 'string') expect(record.reason).toBe(reason);
       else expect(record.reason).toMatch(reason);
     };
+
+    it('a kill-switch entry for a prior actor in the chain, or for the subject token itself', async () => {
+      const killSwitch = running.broker.resolve(coreTokens.killSwitch);
+      const inAMinute = () => ({ expiresAt: new Date(Date.now() + 60_000) });
+      const token = await hop1Token();
+      await killSwitch.add({ kind: 'spiffe-prefix', value: `${TD}/agent` }, inAMinute());
+      try {
+        const refused = await exchange(MCP, { token, type: ACCESS_TOKEN }, { audience: DOWNSTREAM, scope: 'tools:read' });
+        expectRefused(refused, 'invalid_request', 'kill switch: spiffe-prefix entry');
+        expect(refused.body).not.toHaveProperty('access_token');
+      } finally {
+        await killSwitch.remove({ kind: 'spiffe-prefix', value: `${TD}/agent` });
+      }
+      await killSwitch.add({ kind: 'jti', value: decodeJwt(token).jti! }, inAMinute());
+      expectRefused(await exchange(MCP, { token, type: ACCESS_TOKEN }, { audience: DOWNSTREAM, scope: 'tools:read' }), 'invalid_request', 'kill switch: jti entry');
+      const fresh = await exchange(MCP, { token: await hop1Token(), type: ACCESS_TOKEN }, { audience: DOWNSTREAM, scope: 'tools:read' });
+      expect(fresh.status, fresh.text).toBe(200);
+    });
 
     it('an external JWT as actor', async () => {
       const external = await idp.mint({ sub: AGENT, aud: running.issuer });

@@ -8,6 +8,7 @@ import { ClientAuthenticator } from '../oauth/client-auth.js';
 import { InMemoryReplayStore } from '../oauth/replay-store.js';
 import { resolvePlugins } from '../plugins/loader.js';
 import { PolicyEngine } from '../policy/policy-engine.js';
+import { checkAdminClients } from '../state/kill-switch-admin.js';
 import { ConfigError } from './errors.js';
 import type { LoadedConfig } from './load.js';
 
@@ -32,12 +33,13 @@ export async function checkConfig(loaded: LoadedConfig): Promise<void> {
   await collect(() => {
     const fetcher = new GuardedFetcher(config.network);
     const info = brokerInfoFor(config.issuer);
-    return new ClientAuthenticator(config.clients, config.clientAuth, {
+    const authenticator = new ClientAuthenticator(config.clients, config.clientAuth, {
       jwks: new RemoteJwksCache(fetcher, systemClock, silentLogger),
       replay: new InMemoryReplayStore(systemClock),
       clock: systemClock,
       broker: { issuer: info.issuer, tokenEndpoint: info.tokenEndpoint },
     });
+    checkAdminClients(config, authenticator);
   });
   // A generated development key is created at startup; only configured key files are read here.
   if (config.keys.files.length > 0 || !config.keys.generate) {

@@ -8,6 +8,8 @@ import type { RevocationEndpoint } from '../oauth/revocation.js';
 import type { TokenEndpoint } from '../oauth/token-endpoint.js';
 import type { IssuerRegistry, ValidatorRegistry } from '../plugins/registry.js';
 import type { PolicyEngine } from '../policy/policy-engine.js';
+import type { KillSwitch } from '../state/kill-switch.js';
+import type { StateStore } from '../state/store.js';
 
 /** Core-only DI tokens. Plugins see only the SDK's `tokens`. */
 export const coreTokens = {
@@ -21,4 +23,6 @@ export const coreTokens = {
   tokenEndpoint: token<TokenEndpoint>('tessera.tokenEndpoint'),
   revocationEndpoint: token<RevocationEndpoint>('tessera.revocationEndpoint'),
   introspectionEndpoint: token<IntrospectionEndpoint>('tessera.introspectionEndpoint'),
+  stateStore: token<StateStore>('tessera.stateStore'),
+  killSwitch: token<KillSwitch>('tessera.killSwitch'),
 } as const;

@@ -24,6 +24,7 @@ import { ConfigError } from '../config/errors.js';
 import type { BrokerConfig, ClientConfig } from '../config/schema.js';
 import { compilePattern, type Matcher } from '../policy/patterns.js';
 import { checkIdentity } from './identity-checks.js';
+import { storeAnswer } from '../state/unavailable.js';
 import { hashClientSecret, parseScryptHash, verifyClientSecret, type ScryptHash } from './client-secret.js';
 import type { TokenRequest } from './request.js';
 
@@ -51,6 +52,16 @@ export interface ClientAuthDeps {
   /** Time budget of a plugin verification (it may fetch keys). */
   readonly verificationTimeoutMs?: number;
   readonly log?: Logger;
+}
+
+/** Per-call narrowing of what a client assertion may be addressed to. */
+export interface AuthenticateOptions {
+  /**
+   * The URL of the endpoint being called, accepted as `aud` in place of the token endpoint (the issuer
+   * stays accepted unless `assertionAudience: issuer`). An endpoint other than /token passes its own URL,
+   * so that an assertion made for the token endpoint, captured before use, cannot be spent there.
+   */
+  readonly endpointUrl?: string;
 }
 
 /**
@@ -103,7 +114,7 @@ export class ClientAuthenticator {
     return spiffeId.startsWith('spiffe://') ? this.#workloadClients.find((client) => client.matches(spiffeId))?.config : undefined;
   }
 
-  async authenticate(request: TokenRequest): Promise<AuthenticatedClient> {
+  async authenticate(request: TokenRequest, options: AuthenticateOptions = {}): Promise<AuthenticatedClient> {
     const basic = request.authorization !== undefined;
     const post = request.get('client_secret') !== undefined;
     const assertion = request.get('client_assertion') !== undefined || request.get('client_assertion_type') !== undefined;
@@ -113,7 +124,7 @@ export class ClientAuthenticator {
     }
     if (basic) return this.#basic(request);
     if (post) return this.#secretPost(request);
-    if (assertion) return this.#assertion(request);
+    if (assertion) return this.#assertion(request, this.#audiencesFor(options));
     const clientId = request.get('client_id');
     if (clientId === undefined) throw new InvalidClient('client authentication required', { detail: 'client_auth: none presented' });
     const client = this.#clients.get(clientId);
@@ -154,10 +165,15 @@ export class ClientAuthenticator {
     return { id, authMethod: method };
   }
 
-  async #assertion(request: TokenRequest): Promise<AuthenticatedClient> {
+  #audiencesFor(options: AuthenticateOptions): ReadonlySet<string> {
+    if (options.endpointUrl === undefined) return this.#assertionAudiences;
+    return new Set(this.options.assertionAudience === 'issuer' ? [this.deps.broker.issuer] : [this.deps.broker.issuer, options.endpointUrl]);
+  }
+
+  async #assertion(request: TokenRequest, audiences: ReadonlySet<string>): Promise<AuthenticatedClient> {
     const type = request.get('client_assertion_type');
     const assertion = request.get('client_assertion');
-    if (type !== undefined && assertion !== undefined && PLUGIN_ASSERTION_METHODS.has(type)) return this.#pluginAssertion(request, type, assertion);
+    if (type !== undefined && assertion !== undefined && PLUGIN_ASSERTION_METHODS.has(type)) return this.#pluginAssertion(request, type, assertion, audiences);
     if (type !== CLIENT_ASSERTION_TYPE_JWT_BEARER || assertion === undefined) {
       throw new InvalidClient(undefined, { detail: 'client_auth: unsupported or missing client_assertion_type' });
     }
@@ -187,7 +203,7 @@ export class ClientAuthenticator {
       ({ payload } = await jwtVerify(assertion, client.keys, {
         issuer: id,
         subject: id,
-        audience: [...this.#assertionAudiences],
+        audience: [...audiences],
         algorithms: [...client.algorithms!],
         clockTolerance: this.options.clockSkewSeconds,
         currentDate: now,
@@ -200,7 +216,7 @@ export class ClientAuthenticator {
     }
     // jose accepts an `aud` that merely contains one of ours; an assertion also naming anyone else could
     // have been obtained by that other party and replayed here (rfc7523bis audience injection).
-    this.#checkAudience(typeof payload.aud === 'string' ? [payload.aud] : (payload.aud ?? []));
+    this.#checkAudience(typeof payload.aud === 'string' ? [payload.aud] : (payload.aud ?? []), audiences);
     this.#checkLifetime(now, payload.exp!, payload.iat);
     if (typeof payload.jti !== 'string') throw new InvalidClient(undefined, { detail: 'client_auth: bad jti' });
     // Remembered while the verifier above would accept it: exp plus the skew it was given.
@@ -214,7 +230,7 @@ export class ClientAuthenticator {
    * SPIRE reuses a cached JWT-SVID until it nears expiry and sets no `jti`, so single use is enforced only
    * when a `jti` is present; otherwise the short lifetime and the audience are the replay bound.
    */
-  async #pluginAssertion(request: TokenRequest, type: string, assertion: string): Promise<AuthenticatedClient> {
+  async #pluginAssertion(request: TokenRequest, type: string, assertion: string, audiences: ReadonlySet<string>): Promise<AuthenticatedClient> {
     if (assertion.length > MAX_ASSERTION_BYTES) throw new InvalidClient(undefined, { detail: 'client_auth: assertion too large' });
     const verifier = this.deps.assertionVerifiers?.get(type);
     if (!verifier) throw new InvalidClient(undefined, { detail: 'client_auth: unsupported client_assertion_type' });
@@ -232,7 +248,7 @@ export class ClientAuthenticator {
         verifier.verify(assertion, { role: 'client', tokenType: type as TokenTypeUrn, brokerIssuer: this.deps.broker.issuer, tokenEndpoint: this.deps.broker.tokenEndpoint, now, signal: budget }),
         timedOut,
       ]);
-      identity = checkIdentity(verified, { tokenType: type, now, clockSkewSeconds: verifier.clockSkewSeconds, brokerAudiences: this.#assertionAudiences });
+      identity = checkIdentity(verified, { tokenType: type, now, clockSkewSeconds: verifier.clockSkewSeconds, brokerAudiences: audiences });
     } catch (error) {
       // A trust-bundle outage (or the budget running out) is the broker's problem, not the client's: keep the 503.
       if (error instanceof TemporarilyUnavailable) throw error;
@@ -245,7 +261,7 @@ export class ClientAuthenticator {
     if (!config || config.auth.method !== PLUGIN_ASSERTION_METHODS.get(type)) throw new InvalidClient(undefined, { detail: 'client_auth: no client matches the assertion subject' });
     const bodyId = request.get('client_id');
     if (bodyId !== undefined && bodyId !== id) throw new InvalidClient(undefined, { detail: 'client_auth: client_id mismatch' });
-    this.#checkAudience(identity.audiences);
+    this.#checkAudience(identity.audiences, audiences);
     const iat = typeof identity.claims.iat === 'number' ? identity.claims.iat : undefined;
     this.#checkLifetime(now, identity.expiresAt.getTime() / 1000, iat);
     if (identity.claims.jti !== undefined) {
@@ -257,8 +273,8 @@ export class ClientAuthenticator {
   }
 
   /** A client assertion is for this broker only: every `aud` value is one of ours, and there is one. */
-  #checkAudience(audiences: readonly string[]): void {
-    if (audiences.length === 0 || !audiences.every((audience) => this.#assertionAudiences.has(audience))) {
+  #checkAudience(audiences: readonly string[], accepted: ReadonlySet<string>): void {
+    if (audiences.length === 0 || !audiences.every((audience) => accepted.has(audience))) {
       throw new InvalidClient(undefined, { detail: 'client_auth: assertion audience must name only this broker' });
     }
   }
@@ -275,7 +291,8 @@ export class ClientAuthenticator {
 
   async #consumeJti(clientId: string, jti: string, acceptedUntil: Date): Promise<void> {
     if (jti.length === 0 || jti.length > 256) throw new InvalidClient(undefined, { detail: 'client_auth: bad jti' });
-    if (!(await this.deps.replay.consume(`client-assertion:${JSON.stringify([clientId, jti])}`, acceptedUntil))) {
+    // A store that cannot answer is a 503, never "replayed" (invalid_client) nor "first use".
+    if (!(await storeAnswer(this.deps.replay.consume(`client-assertion:${JSON.stringify([clientId, jti])}`, acceptedUntil), 'replay'))) {
       throw new InvalidClient(undefined, { detail: 'client_auth: assertion replayed' });
     }
   }

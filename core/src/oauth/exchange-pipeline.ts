@@ -25,6 +25,10 @@ import type { FrontDoor } from './request.js';
 import { unsafeGrantValue } from './target-values.js';
 import type { IssuerRegistry, ValidatorRegistry } from '../plugins/registry.js';
 import type { PolicyEngine } from '../policy/policy-engine.js';
+import { KillSwitchQuery, type KillSwitch } from '../state/kill-switch.js';
+
+/** RFC 8693 §2.2.2: one fixed description for every kill-switch refusal; the audit record names the entry kind. */
+export const REVOKED_PARTY = 'a party to this request has been revoked';
 
 /** What the pipeline learned so far; the token endpoint turns it into the audit record. */
 export interface ExchangeTrace {
@@ -76,6 +80,8 @@ export interface PipelineDeps {
   readonly maxChainDepth: number;
   /** Issued tokens larger than this are refused (`limits.maxIssuedTokenBytes`). */
   readonly maxIssuedTokenBytes: number;
+  /** Operator revocations of clients, subjects, issuers, SPIFFE IDs and broker tokens. */
+  readonly killSwitch?: KillSwitch;
 }
 
 export interface ValidateOptions {
@@ -192,6 +198,8 @@ export class ExchangePipeline {
       (members) => (trace.chain = members),
     );
 
+    await this.#checkKillSwitch(input, chain);
+
     const now = this.deps.clock.now();
     const subjectValidator = input.grantType === 'client_credentials' ? undefined : validators.pluginOf(input.subject.tokenType);
     const actorValidator = input.actor && validators.pluginOf(input.actor.tokenType);
@@ -246,6 +254,18 @@ export class ExchangePipeline {
       scopes: decision.grant.scopes,
     };
     return { grant: decision.grant, issued };
+  }
+
+  /** Everyone the request involves, in one store round trip: the client, the subject, the actor, the whole chain. */
+  async #checkKillSwitch(input: ExchangeInput, chain: readonly ChainMember[]): Promise<void> {
+    if (!this.deps.killSwitch) return;
+    const brokerIssuer = this.deps.broker.issuer;
+    const query = new KillSwitchQuery().client(input.client.id).identity(input.subject, brokerIssuer);
+    if (input.client.identity) query.identity(input.client.identity, brokerIssuer);
+    if (input.actor) query.identity(input.actor, brokerIssuer);
+    for (const member of chain) query.member(member);
+    const match = await this.deps.killSwitch.match(query);
+    if (match) throw new InvalidRequest(REVOKED_PARTY, { detail: `kill switch: ${match.kind} entry` });
   }
 
   #roleError(error: unknown, role: ValidationRole, tokenType: string): OAuthError {

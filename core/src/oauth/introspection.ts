@@ -11,10 +11,11 @@ import {
   type Logger,
   type RevocationList,
 } from '@tessera/plugin-sdk';
-import type { AuditSink } from '../audit/audit-log.js';
+import { recordOrRefuse, type AuditSink } from '../audit/audit-log.js';
 import type { ClientAuthenticator } from './client-auth.js';
 import { authenticateConfidential, TOKEN_TYPE_HINTS, verifyOwnAccessToken } from './own-tokens.js';
 import type { TokenRequest } from './request.js';
+import { KillSwitchQuery, type KillSwitch } from '../state/kill-switch.js';
 
 /**
  * How far in the future `iat` may lie: another replica with a slightly fast clock may have issued the token.
@@ -61,6 +62,8 @@ export interface IntrospectionEndpointDeps {
   readonly maxTokenBytes: number;
   /** `endpoints.introspection.clients`: clients (resource servers) that may introspect any token of this broker. */
   readonly clients: readonly string[];
+  /** Kill-switch entries: a token whose jti, subject, client or chain is revoked is inactive. */
+  readonly killSwitch?: KillSwitch;
 }
 
 /** What became of one introspection request, for its audit record. */
@@ -90,16 +93,18 @@ export class IntrospectionEndpoint {
   async handle(readRequest: () => Promise<TokenRequest>, requestId: string): Promise<IntrospectionResponse> {
     const started = performance.now();
     const trace: IntrospectionTrace = {};
+    let response: IntrospectionResponse;
     try {
-      const response = await this.#introspect(await readRequest(), trace);
+      response = await this.#introspect(await readRequest(), trace);
       trace.active = response.active;
-      this.#record(requestId, started, trace);
-      return response;
     } catch (caught) {
       const error = caught instanceof OAuthError ? caught : this.#fault(caught);
-      this.#record(requestId, started, trace, error);
+      await this.#record(requestId, started, trace, error);
       throw error;
     }
+    // What a token carries is disclosed only once the disclosure is on record.
+    await this.#record(requestId, started, trace);
+    return response;
   }
 
   async #introspect(request: TokenRequest, trace: IntrospectionTrace): Promise<IntrospectionResponse> {
@@ -127,9 +132,15 @@ export class IntrospectionEndpoint {
       return INACTIVE;
     }
     // Checked last, and only for a caller allowed to see the token: an outage then tells nobody else anything.
-    let revoked: boolean;
+    let revoked: string | undefined;
     try {
-      revoked = await this.deps.revocationList.isRevoked(claims.jti);
+      // Both lookups at once: one round trip's wait on a shared store.
+      const [listed, killed] = await Promise.all([
+        this.deps.revocationList.isRevoked(claims.jti),
+        // The caller too: a killed resource server learns nothing more about any token.
+        this.deps.killSwitch?.match(new KillSwitchQuery().ownTokenClaims(claims).client(client.id)),
+      ]);
+      revoked = listed ? 'revoked' : killed ? `kill switch: ${killed.kind} entry` : undefined;
     } catch (error) {
       if (error instanceof OAuthError) throw error;
       // Neither answer would be true: "active" could be a revoked token, "inactive" refuses a valid one.
@@ -137,7 +148,7 @@ export class IntrospectionEndpoint {
       throw new TemporarilyUnavailable('introspection is temporarily unavailable, retry later', { detail: 'introspection: revocation list unavailable' });
     }
     if (revoked) {
-      trace.reason = 'revoked';
+      trace.reason = revoked;
       return INACTIVE;
     }
     return claims;
@@ -167,8 +178,8 @@ export class IntrospectionEndpoint {
     return new ServerError(undefined, { detail: 'unexpected error' });
   }
 
-  #record(requestId: string, started: number, trace: IntrospectionTrace, error?: OAuthError): void {
-    this.deps.audit.record({
+  #record(requestId: string, started: number, trace: IntrospectionTrace, error?: OAuthError): Promise<void> {
+    return recordOrRefuse(this.deps.audit, {
       event: 'introspect',
       decision: error ? 'deny' : 'allow',
       requestId,
@@ -179,7 +190,7 @@ export class IntrospectionEndpoint {
       ...(trace.jti ? { jti: trace.jti } : {}),
       ...(trace.tokenTypeHint ? { tokenTypeHint: trace.tokenTypeHint } : {}),
       latencyMs: Math.round((performance.now() - started) * 100) / 100,
-    });
+    }, this.deps.log);
   }
 }
 

@@ -12,8 +12,10 @@ import {
   type Logger,
   type RevocationList,
 } from '@tessera/plugin-sdk';
-import { ExpiringKeys } from './expiring-keys.js';
-import type { AuditSink } from '../audit/audit-log.js';
+import { MemoryStateStore } from '../state/memory-store.js';
+import type { StateStore } from '../state/store.js';
+import { storeAnswer } from '../state/unavailable.js';
+import { recordOrRefuse, type AuditSink } from '../audit/audit-log.js';
 import type { ClientAuthenticator } from './client-auth.js';
 import { authenticateConfidential, TOKEN_TYPE_HINTS, verifyOwnAccessToken } from './own-tokens.js';
 import type { TokenRequest } from './request.js';
@@ -26,28 +28,38 @@ import type { TokenRequest } from './request.js';
 export const REVOCATION_MARGIN_SECONDS = 300;
 
 /**
- * Single-process revocation list: `jti` → until when it stays revoked. Entries are swept once they pass
- * their expiry, so memory is bounded by the revocation rate times the longest token lifetime. Replicas
- * need a shared list (pass one as `BrokerOptions.revocationList`).
+ * RFC 7009 revocations on the state store: `jti` → until when it stays revoked, shared by every replica on
+ * the same store. A store outage rejects with `TemporarilyUnavailable`, never "not revoked".
  */
-export class InMemoryRevocationList implements RevocationList {
-  readonly #revoked: ExpiringKeys;
-
-  constructor(clock: Clock, sweepIntervalMs?: number) {
-    this.#revoked = new ExpiringKeys(clock, sweepIntervalMs);
-  }
+export class StoreRevocationList implements RevocationList {
+  constructor(
+    private readonly store: StateStore,
+    private readonly clock: Clock,
+  ) {}
 
   async revoke(jti: string, expiresAt: Date): Promise<void> {
-    // Revoking again never shortens an entry.
-    this.#revoked.remember(jti, expiresAt);
+    // Revoking again never shortens an entry (the store keeps the later expiry).
+    await storeAnswer(this.store.put(`revoked:${jti}`, '1', expiresAt.getTime() - this.clock.now().getTime()), 'revocation list');
   }
 
   async isRevoked(jti: string): Promise<boolean> {
-    return this.#revoked.has(jti);
+    const [entry] = await storeAnswer(this.store.getMany([`revoked:${jti}`]), 'revocation list');
+    return entry !== undefined;
+  }
+}
+
+/** Single-process revocation list (tests and embedding hosts): a `StoreRevocationList` on its own memory store. */
+export class InMemoryRevocationList extends StoreRevocationList {
+  readonly #store: MemoryStateStore;
+
+  constructor(clock: Clock, sweepIntervalMs?: number) {
+    const store = new MemoryStateStore(clock, sweepIntervalMs);
+    super(store, clock);
+    this.#store = store;
   }
 
   get size(): number {
-    return this.#revoked.size;
+    return this.#store.size;
   }
 }
 
@@ -86,12 +98,13 @@ export class RevocationEndpoint {
     const trace: RevocationTrace = {};
     try {
       await this.#revoke(await readRequest(), trace);
-      this.#record(requestId, started, trace);
     } catch (caught) {
       const error = caught instanceof OAuthError ? caught : this.#fault(caught);
-      this.#record(requestId, started, trace, error);
+      await this.#record(requestId, started, trace, error);
       throw error;
     }
+    // Unrecorded, the answer is 503: the client retries, and revoking again is harmless.
+    await this.#record(requestId, started, trace);
   }
 
   async #revoke(request: TokenRequest, trace: RevocationTrace): Promise<void> {
@@ -141,8 +154,8 @@ export class RevocationEndpoint {
     return new ServerError(undefined, { detail: 'unexpected error' });
   }
 
-  #record(requestId: string, started: number, trace: RevocationTrace, error?: OAuthError): void {
-    this.deps.audit.record({
+  #record(requestId: string, started: number, trace: RevocationTrace, error?: OAuthError): Promise<void> {
+    return recordOrRefuse(this.deps.audit, {
       event: 'revoke',
       decision: error ? 'deny' : 'allow',
       requestId,
@@ -153,6 +166,6 @@ export class RevocationEndpoint {
       ...(trace.jti ? { jti: trace.jti } : {}),
       ...(trace.tokenTypeHint ? { tokenTypeHint: trace.tokenTypeHint } : {}),
       latencyMs: Math.round((performance.now() - started) * 100) / 100,
-    });
+    }, this.deps.log);
   }
 }

@@ -19,7 +19,7 @@ export interface StateStore {
   delete(key: string): Promise<void>;
   /** Counts one hit in the fixed window of `windowMs` that `key` names; resolves with the window's count, this hit included. */
   hit(key: string, windowMs: number): Promise<number>;
-  /** Resolves when the backend answers; rejects with `StoreUnavailable` otherwise. */
+  /** Resolves when the backend answers and can be relied on; rejects with `StoreUnavailable` otherwise (`StoreUnsafe` when it answers but cannot). */
   ping(): Promise<void>;
   close(): Promise<void>;
 }
@@ -29,5 +29,16 @@ export class StoreUnavailable extends Error {
   constructor(message = 'state store unavailable', options?: ErrorOptions) {
     super(message, options);
     this.name = 'StoreUnavailable';
+  }
+}
+
+/**
+ * The store answers but must not be relied on (a Redis that may evict keys): not ready. The message is a
+ * fixed operator-facing reason for `/readyz`.
+ */
+export class StoreUnsafe extends StoreUnavailable {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = 'StoreUnsafe';
   }
 }

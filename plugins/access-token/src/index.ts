@@ -4,6 +4,8 @@ import { z } from 'zod';
 import {
   definePlugin,
   InvalidToken,
+  OAuthError,
+  TemporarilyUnavailable,
   decodeUnverifiedJwt,
   toInvalidToken,
   tokens,
@@ -160,7 +162,7 @@ export class BrokerAccessTokenValidator implements SubjectValidator {
     if (!audiences) throw new InvalidToken('claims', 'aud');
     if (!audiences.some((audience) => acceptedAudiences(ctx).has(audience))) throw new InvalidToken('audience', 'names neither the broker nor the client');
     // RFC 7009: revoked until it would have expired anyway. Checked last, so only genuine tokens reach the list.
-    if (await this.deps.revocationList.isRevoked(jti)) throw new InvalidToken('claims', 'revoked');
+    if (await isRevoked(this.deps.revocationList, jti)) throw new InvalidToken('claims', 'revoked');
 
     const attributes: Record<string, string | readonly string[]> = { client_id: clientId };
     if (typeof payload.scope === 'string') attributes.scopes = payload.scope.split(' ').filter((scope) => scope !== '');
@@ -173,6 +175,16 @@ export class BrokerAccessTokenValidator implements SubjectValidator {
       claims: payload,
       attributes: attributes satisfies IdentityAttributes,
     };
+  }
+}
+
+/** A list that cannot answer is a 503 (retry), never "not revoked" and never a refusal of the token. */
+async function isRevoked(list: RevocationList, jti: string): Promise<boolean> {
+  try {
+    return await list.isRevoked(jti);
+  } catch (error) {
+    if (error instanceof OAuthError) throw error;
+    throw new TemporarilyUnavailable(undefined, { detail: 'revocation list unavailable', cause: error });
   }
 }
 

@@ -59,15 +59,20 @@ export interface KeyRing {
   readonly algorithms: readonly string[];
 }
 
-/** Remembers one-time identifiers (assertion `jti`) until they expire. */
+/**
+ * Remembers one-time identifiers (assertion `jti`) until they expire, across every replica sharing the
+ * broker's store. Rejects with `TemporarilyUnavailable` when that store cannot answer: let it propagate
+ * (a 503), never treat it as a first use.
+ */
 export interface ReplayStore {
-  /** True the first time `key` is seen before `expiresAt`; false for a replay. */
+  /** True the first time `key` is seen before `expiresAt`; false for a replay. Atomic across replicas. */
   consume(key: string, expiresAt: Date): Promise<boolean>;
 }
 
 /**
  * Identifiers (`jti`) of broker-issued tokens that were revoked (RFC 7009), kept until the token would
- * have expired anyway. Replicas need a shared list.
+ * have expired anyway, shared by every replica on the broker's store. Both methods reject with
+ * `TemporarilyUnavailable` when that store cannot answer: let it propagate, never read it as "not revoked".
  */
 export interface RevocationList {
   revoke(jti: string, expiresAt: Date): Promise<void>;
