@@ -1,6 +1,5 @@
-import { resolve } from 'node:path';
-import { pino } from 'pino';
-import type { BrokerConfig } from '../config/schema.js';
+import { TemporarilyUnavailable, type Logger } from '@tessera/plugin-sdk';
+import type { AdminAuditRecord } from './admin-audit.js';
 
 export interface AuditIdentity {
   readonly issuer: string;
@@ -84,34 +83,24 @@ export interface IntrospectionAuditRecord {
   readonly latencyMs: number;
 }
 
-/** Anything an audit sink receives: token decisions, revocations and introspections. */
-export type AuditEntry = AuditRecord | RevocationAuditRecord | IntrospectionAuditRecord;
+/** Anything an audit sink receives: token decisions, revocations, introspections and kill-switch actions. */
+export type AuditEntry = AuditRecord | RevocationAuditRecord | IntrospectionAuditRecord | AdminAuditRecord;
 
+/**
+ * Where audit records go. `record` resolves only once the record is stored (for the file and stdout
+ * sinks: the write returned, and was synced when `audit.fsync` says so) and rejects with an
+ * `AuditSinkError` otherwise. Endpoints await it before answering, so a token is never handed out
+ * without its record.
+ */
 export interface AuditSink {
-  record(record: AuditEntry): void;
+  record(entry: AuditEntry): Promise<void>;
 }
 
-/** Writes audit records as JSON lines through pino, to stdout, stderr or a file. */
-export class PinoAuditSink implements AuditSink {
-  readonly #log: pino.Logger;
-  readonly #destination: pino.DestinationStream & { flushSync?: () => void; end?: () => void };
-
-  constructor(destination: BrokerConfig['audit']['destination'], baseDir: string) {
-    this.#destination =
-      destination === 'stdout'
-        ? pino.destination(1)
-        : destination === 'stderr'
-          ? pino.destination(2)
-          : pino.destination({ dest: resolve(baseDir, destination.file), mkdir: true, sync: true });
-    this.#log = pino({ base: { log: 'audit' }, timestamp: pino.stdTimeFunctions.isoTime, messageKey: 'msg' }, this.#destination);
-  }
-
-  record(record: AuditEntry): void {
-    this.#log.info(record);
-  }
-
-  close(): void {
-    this.#destination.flushSync?.();
+/** Why a record could not be stored. `reason` is operator-facing (no record contents). */
+export class AuditSinkError extends Error {
+  constructor(readonly reason: string) {
+    super(`audit sink: ${reason}`);
+    this.name = 'AuditSinkError';
   }
 }
 
@@ -123,9 +112,26 @@ export class MemoryAuditSink implements AuditSink {
   readonly revocations: RevocationAuditRecord[] = [];
   /** Introspection requests, likewise apart. */
   readonly introspections: IntrospectionAuditRecord[] = [];
-  record(record: AuditEntry): void {
+  /** Kill-switch actions. */
+  readonly admin: AdminAuditRecord[] = [];
+  async record(record: AuditEntry): Promise<void> {
     if (record.event === 'revoke') this.revocations.push(record);
     else if (record.event === 'introspect') this.introspections.push(record);
+    else if (record.event === 'admin') this.admin.push(record);
     else this.records.push(record);
+  }
+}
+
+/**
+ * Stores `entry` or refuses the request: no answer leaves without its record, so a broken, full or
+ * stalled sink turns every request into a 503 the client can retry, never a token nobody audited.
+ */
+export async function recordOrRefuse(audit: AuditSink, entry: AuditEntry, log: Logger): Promise<void> {
+  try {
+    await audit.record(entry);
+  } catch (error) {
+    const reason = error instanceof AuditSinkError ? error.reason : 'sink fault';
+    log.warn({ requestId: entry.requestId, event: entry.event, decision: entry.decision, reason, ...(error instanceof AuditSinkError ? {} : { err: error }) }, 'request refused: its audit record was not stored');
+    throw new TemporarilyUnavailable(undefined, { detail: `audit: ${reason}` });
   }
 }

@@ -15,12 +15,13 @@ import {
   type Logger,
   type Metrics,
 } from '@tessera/plugin-sdk';
-import type { AuditIdentity, AuditSink } from '../audit/audit-log.js';
+import { recordOrRefuse, type AuditIdentity, type AuditSink } from '../audit/audit-log.js';
 import type { GrantTypeName } from '../config/schema.js';
 import type { ClientAuthenticator } from './client-auth.js';
 import { clientCredentials } from './client-credentials.js';
 import type { ExchangePipeline, ExchangeTrace } from './exchange-pipeline.js';
 import { jwtBearer } from './jwt-bearer.js';
+import type { ClientRateLimiter } from './rate-limit.js';
 import type { FrontDoor, TokenRequest } from './request.js';
 import { tokenExchange } from './token-exchange.js';
 import type { TokenResponse } from './token-response.js';
@@ -40,6 +41,8 @@ export interface TokenEndpointDeps {
   readonly log: Logger;
   readonly broker: BrokerInfo;
   readonly metrics: Metrics;
+  /** Per-client limits (`clients[].rateLimit`, `limits.perClient`); absent when none is configured. */
+  readonly rateLimiter?: ClientRateLimiter;
 }
 
 /** Metric names the token endpoint owns; plugins may not register them. */
@@ -63,15 +66,17 @@ export class TokenEndpoint {
   async handle(readRequest: () => Promise<TokenRequest>, requestId: string, via: FrontDoor = 'token'): Promise<TokenResponse> {
     const started = performance.now();
     const trace: ExchangeTrace = {};
+    let response: TokenResponse;
     try {
-      const response = await this.#dispatch(await readRequest(), trace);
-      this.#record(via, requestId, started, trace);
-      return response;
+      response = await this.#dispatch(await readRequest(), trace);
     } catch (caught) {
       const error = caught instanceof OAuthError ? caught : this.#fault(caught);
-      this.#record(via, requestId, started, trace, error);
+      await this.#record(via, requestId, started, trace, error);
       throw error;
     }
+    // The token leaves only once its record is stored; if that fails the one record never stands (503).
+    await this.#record(via, requestId, started, trace);
+    return response;
   }
 
   async #dispatch(request: TokenRequest, trace: ExchangeTrace): Promise<TokenResponse> {
@@ -83,6 +88,7 @@ export class TokenEndpoint {
 
     const client: AuthenticatedClient = await this.deps.authenticator.authenticate(request);
     trace.client = client;
+    await this.deps.rateLimiter?.check(client.id);
     if (!this.deps.authenticator.clientConfig(client.id)?.grantTypes.includes(grantType)) {
       throw new UnauthorizedClient(undefined, { detail: `client not allowed ${grantType}` });
     }
@@ -101,12 +107,22 @@ export class TokenEndpoint {
     return new ServerError(undefined, { detail: 'unexpected error' });
   }
 
-  #record(via: FrontDoor, requestId: string, started: number, trace: ExchangeTrace, error?: OAuthError): void {
+  async #record(via: FrontDoor, requestId: string, started: number, trace: ExchangeTrace, error?: OAuthError): Promise<void> {
     const seconds = (performance.now() - started) / 1000;
-    const outcome = error ? error.code : 'issued';
-    this.#requests.inc({ endpoint: via, grant_type: (trace.grantType && GRANT_TYPE_BY_URI.get(trace.grantType)) ?? 'none', outcome });
-    this.#latency.observe({ endpoint: via, outcome }, seconds);
-    this.deps.audit.record({
+    let outcome = error ? error.code : 'issued';
+    try {
+      await this.#audit(via, requestId, seconds, trace, error);
+    } catch (refusal) {
+      outcome = (refusal as OAuthError).code;
+      throw refusal;
+    } finally {
+      this.#requests.inc({ endpoint: via, grant_type: (trace.grantType && GRANT_TYPE_BY_URI.get(trace.grantType)) ?? 'none', outcome });
+      this.#latency.observe({ endpoint: via, outcome }, (performance.now() - started) / 1000);
+    }
+  }
+
+  #audit(via: FrontDoor, requestId: string, seconds: number, trace: ExchangeTrace, error?: OAuthError): Promise<void> {
+    return recordOrRefuse(this.deps.audit, {
       event: 'token',
       endpoint: via,
       decision: error ? 'deny' : 'allow',
@@ -121,7 +137,7 @@ export class TokenEndpoint {
       ...(trace.ruleId ? { ruleId: trace.ruleId } : {}),
       ...(trace.issued ? { issued: trace.issued } : {}),
       latencyMs: Math.round(seconds * 100_000) / 100,
-    });
+    }, this.deps.log);
   }
 }
 
