@@ -5,11 +5,11 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { calculateJwkThumbprint, createLocalJWKSet, decodeProtectedHeader, exportJWK, jwtVerify, type JWK } from 'jose';
 import { ConfigError } from '../src/config/errors.js';
-import { SIGNING_ALGORITHMS, type BrokerConfig } from '../src/config/schema.js';
-import { loadKeyRing, type LocalKeyRing } from '../src/keys/key-ring.js';
+import { SIGNING_ALGORITHMS } from '../src/config/schema.js';
+import { loadKeyRing, type KeyRingConfig, type LocalKeyRing } from '../src/keys/key-ring.js';
 import { silentLogger } from '../src/logging.js';
 
-type KeysConfig = BrokerConfig['keys'];
+type KeysConfig = KeyRingConfig;
 type KeyFile = KeysConfig['files'][number];
 
 const PRIVATE_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k'];
@@ -184,6 +184,17 @@ describe('loadKeyRing', () => {
       expectPublicOnly(ring);
     });
 
+    it('never signs with a use: publish key, though it is listed first and published', async () => {
+      const ring = await load({
+        files: [
+          { path: await writePem('staged.pem', ecKey()), kid: 'staged', use: 'publish' },
+          { path: await writePem('current.pem', ecKey()), kid: 'current' },
+        ],
+      });
+      expect(ring.publicJwks().keys.map((key) => key.kid)).toEqual(['staged', 'current']);
+      expect(decodeProtectedHeader((await expectVerifies(ring)).token).kid).toBe('current');
+    });
+
     it('hands out copies of the published JWKS', async () => {
       const ring = await load({ files: [{ path: await writePem('key.pem', ecKey()) }] });
       const published = ring.publicJwks();
@@ -195,6 +206,13 @@ describe('loadKeyRing', () => {
   });
 
   describe('refusals', () => {
+    it('refuses keys that all have use publish, and two keys under one kid', async () => {
+      const onlyPublished = await configError({ files: [{ path: await writePem('a.pem', ecKey()), use: 'publish' }] });
+      expect(onlyPublished.problems).toEqual(['keys.files: every key has use publish; one must sign']);
+      const twice = await configError({ files: [{ path: await writePem('b.pem', ecKey()), kid: 'k' }, { path: await writePem('c.pem', ecKey()), kid: 'k' }] });
+      expect(twice.problems).toEqual(['keys.files: kid "k" is used by two keys']);
+    });
+
     it('refuses to start without keys when generate is off', async () => {
       const error = await configError({ generate: false });
       expect(error.message).toContain('no signing key');

@@ -7,22 +7,36 @@ import { ConfigError } from '../config/errors.js';
 import { SIGNING_ALGORITHMS, type BrokerConfig } from '../config/schema.js';
 
 type SigningAlgorithm = BrokerConfig['keys']['algorithm'];
+type KeyFile = BrokerConfig['keys']['files'][number];
+/** `keys` as loading needs it; `use` defaults to sign, as in the schema. */
+export type KeyRingConfig = Pick<BrokerConfig['keys'], 'algorithm' | 'generate'> & { readonly files: readonly (Omit<KeyFile, 'use'> & { readonly use?: KeyFile['use'] })[] };
 
-interface SigningKey {
+export interface SigningKey {
   readonly kid: string;
   readonly alg: SigningAlgorithm;
+  /** `publish`: published for verification, never signs. */
+  readonly use: 'sign' | 'publish';
   readonly privateKey: KeyObject;
   readonly publicJwk: JWK;
 }
 
-/** The broker's signing keys: the first signs, all are published for verification (so rotation overlaps). */
+/** The key that signs among `keys`: the first with use sign. Throws the config error when there is none. */
+export function signerOf(keys: readonly SigningKey[]): SigningKey {
+  if (keys.length === 0) throw new ConfigError(['keys: no signing key; set keys.files, or keys.generate for development']);
+  const signer = keys.find((key) => key.use === 'sign');
+  if (!signer) throw new ConfigError(['keys.files: every key has use publish; one must sign']);
+  return signer;
+}
+
+/** The broker's signing keys: the first with use sign signs, all are published for verification (so rotation overlaps). */
 export class LocalKeyRing implements KeyRing {
   readonly #keys: readonly SigningKey[];
+  readonly #signer: SigningKey;
   readonly #jwks: JSONWebKeySet;
   readonly #verifier: JWTVerifyGetKey;
 
   constructor(keys: readonly SigningKey[]) {
-    if (keys.length === 0) throw new ConfigError(['keys: no signing key; set keys.files, or keys.generate for development']);
+    this.#signer = signerOf(keys);
     this.#keys = keys;
     this.#jwks = { keys: keys.map((key) => key.publicJwk) };
     this.#verifier = createLocalJWKSet(this.#jwks);
@@ -33,7 +47,7 @@ export class LocalKeyRing implements KeyRing {
   }
 
   async sign(claims: JWTPayload, options: { readonly typ: string }): Promise<SignedToken> {
-    const active = this.#keys[0]!;
+    const active = this.#signer;
     const token = await new SignJWT(claims).setProtectedHeader({ alg: active.alg, kid: active.kid, typ: options.typ }).sign(active.privateKey);
     return { token, kid: active.kid, alg: active.alg };
   }
@@ -48,7 +62,12 @@ export class LocalKeyRing implements KeyRing {
 }
 
 /** Loads the configured key files, or on the embedded default generates one key once and keeps it under dataDir. */
-export async function loadKeyRing(config: BrokerConfig['keys'], options: { baseDir: string; dataDir: string; log: Logger }): Promise<LocalKeyRing> {
+export async function loadKeyRing(config: KeyRingConfig, options: { baseDir: string; dataDir: string; log: Logger }): Promise<LocalKeyRing> {
+  return new LocalKeyRing(await loadSigningKeys(config, options));
+}
+
+/** The configured keys in config order (or the generated development key); every problem is a `ConfigError`. */
+export async function loadSigningKeys(config: KeyRingConfig, options: { baseDir: string; dataDir: string; log: Logger }): Promise<SigningKey[]> {
   const keys: SigningKey[] = [];
   for (const [index, file] of config.files.entries()) {
     const path = resolve(options.baseDir, file.path);
@@ -61,13 +80,18 @@ export async function loadKeyRing(config: BrokerConfig['keys'], options: { baseD
     try {
       const parsed = parsePrivateKey(text);
       // Config wins; otherwise a JWK file's own `alg` and `kid` are kept (as `tessera keys generate` writes them).
-      keys.push(await toSigningKey(parsed.key, file.algorithm ?? parsed.alg, file.kid ?? parsed.kid));
+      keys.push(await toSigningKey(parsed.key, file.algorithm ?? parsed.alg, file.kid ?? parsed.kid, file.use ?? 'sign'));
     } catch (error) {
       throw new ConfigError([`keys.files[${index}]: ${error instanceof Error ? error.message : 'unusable key'}`]);
     }
   }
   if (keys.length === 0 && config.generate) keys.push(await generatedKey(config.algorithm, resolve(options.baseDir, options.dataDir), options.log));
-  return new LocalKeyRing(keys);
+  const kids = keys.map((key) => key.kid);
+  const repeated = kids.find((kid, index) => kids.indexOf(kid) !== index);
+  // Relying parties select keys by kid: two keys under one kid would verify by chance.
+  if (repeated !== undefined) throw new ConfigError([`keys.files: kid "${repeated}" is used by two keys`]);
+  signerOf(keys);
+  return keys;
 }
 
 /** A new private key as a JWK (with `alg` and a thumbprint `kid`), for `tessera keys generate`. */
@@ -97,7 +121,7 @@ async function generatedKey(alg: SigningAlgorithm, dataDir: string, log: Logger)
   // An existing but unusable key file is an operator problem to fix, not a reason to replace the key.
   try {
     const jwk = JSON.parse(text) as JWK;
-    return await toSigningKey(createPrivateKey({ key: jwk as import('node:crypto').JsonWebKey, format: 'jwk' }), jwk.alg as SigningAlgorithm | undefined, jwk.kid);
+    return await toSigningKey(createPrivateKey({ key: jwk as import('node:crypto').JsonWebKey, format: 'jwk' }), jwk.alg as SigningAlgorithm | undefined, jwk.kid, 'sign');
   } catch (error) {
     if (error instanceof ConfigError) throw error;
     throw new ConfigError([`keys.generate: ${path} exists but holds no usable private key`]);
@@ -128,7 +152,7 @@ function inferAlgorithm(key: KeyObject): SigningAlgorithm {
   throw new Error(`unsupported key type ${key.asymmetricKeyType ?? 'unknown'}`);
 }
 
-async function toSigningKey(privateKey: KeyObject, alg: SigningAlgorithm | undefined, kid: string | undefined): Promise<SigningKey> {
+async function toSigningKey(privateKey: KeyObject, alg: SigningAlgorithm | undefined, kid: string | undefined, use: SigningKey['use']): Promise<SigningKey> {
   if (privateKey.type !== 'private') throw new Error('not a private key');
   const algorithm = alg ?? inferAlgorithm(privateKey);
   if (algorithm !== inferAlgorithm(privateKey) && !(algorithm === 'PS256' && privateKey.asymmetricKeyType === 'rsa')) {
@@ -142,5 +166,5 @@ async function toSigningKey(privateKey: KeyObject, alg: SigningAlgorithm | undef
   }
   const publicJwk = await exportJWK(createPublicKey(privateKey));
   const keyId = kid ?? (await calculateJwkThumbprint(publicJwk));
-  return { kid: keyId, alg: algorithm, privateKey, publicJwk: { ...publicJwk, kid: keyId, alg: algorithm, use: 'sig' } };
+  return { kid: keyId, alg: algorithm, use, privateKey, publicJwk: { ...publicJwk, kid: keyId, alg: algorithm, use: 'sig' } };
 }
