@@ -75,8 +75,11 @@ export interface Spire {
   jwtBundle(): Promise<SpiffeBundle>;
   /** The JWT-SVID keys as a plain JWKS, the way SPIRE's APIs serve them (no `use`: jose would skip `jwt-svid`). */
   bundleJwks(): Promise<JSONWebKeySet>;
-  /** Registers an entry under the agent; selectors in CLI form (`unix:uid:1000`). Resolves to the entry ID. */
-  createEntry(spiffeId: string, selectors: readonly string[]): Promise<string>;
+  /**
+   * Registers an entry under the agent; selectors in CLI form (`unix:uid:1000`). Resolves to the entry ID.
+   * `x509SvidTtlSeconds` shortens its X.509-SVIDs' lifetime: the agent rotates them at about half of it.
+   */
+  createEntry(spiffeId: string, selectors: readonly string[], options?: { x509SvidTtlSeconds?: number }): Promise<string>;
   /**
    * Waits until the agent serves `spiffeId` (default the broker's) over the Workload API to this process,
    * or to a client running `as` another uid for entries like `unix:uid:1002`. An entry that no local
@@ -217,8 +220,9 @@ export async function startSpire(options: SpireOptions = {}): Promise<Spire> {
       return { keys: keys.filter((key) => key.use === 'jwt-svid').map(({ use: _use, ...key }) => key) };
     },
 
-    async createEntry(spiffeId, selectors) {
+    async createEntry(spiffeId, selectors, { x509SvidTtlSeconds } = {}) {
       const args = ['entry', 'create', '-parentID', agentId, '-spiffeID', spiffeId, '-output', 'json'];
+      if (x509SvidTtlSeconds !== undefined) args.push('-x509SVIDTTL', String(x509SvidTtlSeconds));
       for (const selector of selectors) args.push('-selector', selector);
       const out = JSON.parse(await serverCli(...args)) as { results?: { entry?: { id?: string } }[] };
       const id = out.results?.[0]?.entry?.id;

@@ -6,8 +6,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { Agent, request } from 'node:http';
 import { randomUUID } from 'node:crypto';
-import { mkdtemp } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { createServer as createNetServer } from 'node:net';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
@@ -15,6 +16,7 @@ import { SignJWT } from 'jose';
 import Koa from 'koa';
 import { createBroker, silentLogger, validateConfig, MemoryAuditSink } from '@tessera/core';
 import { generateTestKey, LoopbackIssuer, type TestKey } from '@tessera/plugin-testkit';
+import { redisUnavailableReason, RedisServer } from './redis-server.js';
 
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 16);
 const REQUESTS = Number(process.env.BENCH_REQUESTS ?? 4000);
@@ -43,10 +45,14 @@ async function serve(kind: string): Promise<void> {
   const server = createServer();
   await new Promise<void>((done) => server.listen(0, '127.0.0.1', done));
   const issuer = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
-  // The audit sink is in memory (and trimmed) so the benchmark measures the pipeline, not terminal I/O.
+  // The audit sink is in memory (and trimmed) so the benchmark measures the pipeline, not terminal I/O;
+  // BENCH_AUDIT_FILE=path measures the configured file sink instead (BENCH_AUDIT_FSYNC: never|always|interval).
+  const file = process.env.BENCH_AUDIT_FILE;
   const audit = new MemoryAuditSink();
   setInterval(() => audit.records.splice(0), 1000).unref();
-  const broker = await createBroker(validateConfig({ ...input, issuer }), { logger: silentLogger, audit });
+  const broker = file
+    ? await createBroker(validateConfig({ ...input, issuer, audit: { destination: { file }, fsync: process.env.BENCH_AUDIT_FSYNC ?? 'never' } }), { logger: silentLogger })
+    : await createBroker(validateConfig({ ...input, issuer }), { logger: silentLogger, audit });
   server.on('request', broker.app.callback());
   process.stdout.write(`${JSON.stringify({ url: issuer })}\n`);
 }
@@ -132,6 +138,84 @@ async function ownToken(tokenEndpoint: string, subjectToken: string, clientAsser
   return body.access_token;
 }
 
+/** Plain exchange bodies, warm-up included. Client assertions are single-use (jti replay cache): one per request, signed before timing starts. */
+function exchangeBodies(subjectToken: string, clientKey: TestKey, tokenEndpoint: string): Promise<string[]> {
+  return Promise.all(
+    Array.from({ length: WARMUP + REQUESTS }, async () =>
+      new URLSearchParams({
+        grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange',
+        subject_token: subjectToken,
+        subject_token_type: 'urn:ietf:params:oauth:token-type:id_token',
+        audience: API,
+        scope: 'read',
+        client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
+        client_assertion: await assertion(clientKey, tokenEndpoint),
+      }).toString(),
+    ),
+  );
+}
+
+const CLI = fileURLToPath(new URL('../../core/dist/cli/main.js', import.meta.url));
+
+/**
+ * `tessera serve --workers N` through the CLI, N = 1 then 2, on one Redis store (a fleet needs a shared
+ * one). The same load as above, from this one process: on a machine with few cores the load generator
+ * competes with the workers, so the ratio is a floor.
+ */
+async function workersScenario(config: Record<string, unknown>, clientKey: TestKey, subjectFor: (issuer: string) => Promise<string>): Promise<string[]> {
+  const unavailable = redisUnavailableReason();
+  if (unavailable) return [`workers: skipped, ${unavailable}`];
+  const redis = await RedisServer.start();
+  const phases: Phase[] = [];
+  try {
+    for (const workers of [1, 2]) {
+      const dir = await mkdtemp(join(tmpdir(), 'tessera-bench-workers-'));
+      const port = await new Promise<number>((done) => {
+        const probe = createNetServer().listen(0, '127.0.0.1', () => {
+          const { port: free } = probe.address() as { port: number };
+          probe.close(() => done(free));
+        });
+      });
+      const issuer = `http://127.0.0.1:${port}`;
+      const path = join(dir, 'broker.json');
+      await writeFile(path, JSON.stringify({ ...config, issuer, dataDir: dir, store: { kind: 'redis', url: redis.url, keyPrefix: `bench${workers}:` }, log: { level: 'warn' } }));
+      // Audit records go to stdout, discarded here, as a collector would read them.
+      const child = spawn(process.execPath, [CLI, 'serve', '--config', path, '--workers', String(workers)], { env: { ...process.env, PORT: String(port) }, stdio: ['ignore', 'ignore', 'pipe'] });
+      let stderr = '';
+      child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+      const deadline = Date.now() + 60_000;
+      while (!stderr.includes('tessera listening on')) {
+        if (child.exitCode !== null || Date.now() > deadline) throw new Error(`serve --workers ${workers} did not start: ${stderr}`);
+        await new Promise((done) => setTimeout(done, 50));
+      }
+      try {
+        const tokenEndpoint = `${issuer}/token`;
+        const subjectToken = await subjectFor(issuer);
+        const bodies = await exchangeBodies(subjectToken, clientKey, tokenEndpoint);
+        await load('warm-up', tokenEndpoint, bodies.slice(0, WARMUP));
+        const phase = await load(`exchange, ${workers} worker${workers > 1 ? 's' : ''}`, tokenEndpoint, bodies.slice(WARMUP));
+        if (phase.ok !== REQUESTS) throw new Error(`only ${phase.ok} of ${REQUESTS} exchanges succeeded with ${workers} workers`);
+        phases.push(phase);
+      } finally {
+        const exited = new Promise((done) => child.once('exit', done));
+        child.kill('SIGTERM');
+        await exited;
+      }
+    }
+  } finally {
+    await redis.stop();
+  }
+  const [one, two] = phases as [Phase, Phase];
+  return [
+    ...phases.map(row),
+    `ratio: 2 workers = ${(two.perSecond / one.perSecond).toFixed(2)}x 1 worker (tessera serve --workers, Redis store, ${availableParallelism()} cores shared with the load generator)`,
+  ];
+}
+
+function row(phase: Phase): string {
+  return `${phase.name.padEnd(20)} ${phase.perSecond.toFixed(0).padStart(8)}/s   p50 ${phase.p50.toFixed(2).padStart(7)} ms   p99 ${phase.p99.toFixed(2).padStart(7)} ms`;
+}
+
 async function main(): Promise<void> {
   const idp = await LoopbackIssuer.start();
   const clientKey = await generateTestKey('ES256');
@@ -161,20 +245,7 @@ async function main(): Promise<void> {
   try {
     const subjectToken = await idp.mint({ sub: 'alice', aud: broker.url }, { expiresIn: 3600 });
     const tokenEndpoint = `${broker.url}/token`;
-    // Client assertions are single-use (jti replay cache): one per request, signed before timing starts.
-    const bodies = await Promise.all(
-      Array.from({ length: WARMUP + REQUESTS }, async () =>
-        new URLSearchParams({
-          grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange',
-          subject_token: subjectToken,
-          subject_token_type: 'urn:ietf:params:oauth:token-type:id_token',
-          audience: API,
-          scope: 'read',
-          client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
-          client_assertion: await assertion(clientKey, tokenEndpoint),
-        }).toString(),
-      ),
-    );
+    const bodies = await exchangeBodies(subjectToken, clientKey, tokenEndpoint);
     await load('warm-up', tokenEndpoint, bodies.slice(0, WARMUP));
     await load('warm-up', `${koa.url}/token`, bodies.slice(0, WARMUP));
     const baseline = await load('empty Koa handler', `${koa.url}/token`, bodies.slice(WARMUP));
@@ -204,8 +275,7 @@ async function main(): Promise<void> {
     const delegations = await load('delegated exchange', tokenEndpoint, delegationBodies.slice(WARMUP));
     if (delegations.ok !== REQUESTS) throw new Error(`only ${delegations.ok} of ${REQUESTS} delegated exchanges succeeded`);
 
-    const row = (phase: Phase) =>
-      `${phase.name.padEnd(20)} ${phase.perSecond.toFixed(0).padStart(8)}/s   p50 ${phase.p50.toFixed(2).padStart(7)} ms   p99 ${phase.p99.toFixed(2).padStart(7)} ms`;
+    const fleet = await workersScenario(config, clientKey, (issuer) => idp.mint({ sub: 'alice', aud: issuer }, { expiresIn: 3600 }));
     process.stdout.write(
       [
         `tessera bench: ${REQUESTS} requests, concurrency ${CONCURRENCY}, loopback HTTP, node ${process.version}`,
@@ -216,6 +286,7 @@ async function main(): Promise<void> {
         `ratio: delegated exchange = ${((delegations.perSecond / baseline.perSecond) * 100).toFixed(1)}% of the empty Koa handler, ${((delegations.perSecond / exchanges.perSecond) * 100).toFixed(1)}% of a plain exchange`,
         '(each exchange: client assertion ES256 verify + jti replay check, ID token ES256 verify, policy, access token ES256 sign, audit;',
         ' a delegated one also verifies the actor token, checks revocation, builds act, evaluates a CEL condition)',
+        ...fleet,
         '',
       ].join('\n'),
     );

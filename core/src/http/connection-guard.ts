@@ -1,5 +1,7 @@
 import { createServer, type IncomingMessage, type RequestListener, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { Socket } from 'node:net';
+import { Server as TlsServer, type TLSSocket, type TlsOptions } from 'node:tls';
 import type { Logger } from '@tessera/plugin-sdk';
 import type { BrokerConfig } from '../config/schema.js';
 
@@ -17,17 +19,18 @@ function sweepIntervalMs(limits: ConnectionLimits): number {
   return Math.max(25, Math.min(1_000, Math.floor(limits.headersTimeoutMs / 4)));
 }
 
-/** An HTTP server that bounds every phase of a connection and caps how many are open (see `guardConnections`). */
-export function createGuardedServer(limits: ConnectionLimits, log: Logger, listener: RequestListener): Server {
-  const server = createServer(
-    {
-      headersTimeout: limits.headersTimeoutMs,
-      requestTimeout: limits.requestTimeoutMs,
-      keepAliveTimeout: limits.keepAliveTimeoutMs,
-      connectionsCheckingInterval: sweepIntervalMs(limits),
-    },
-    listener,
-  );
+/**
+ * An HTTP server that bounds every phase of a connection and caps how many are open (see `guardConnections`);
+ * HTTPS when `tls` is given (its `handshakeTimeout` bounds the handshake, which precedes the headers bound).
+ */
+export function createGuardedServer(limits: ConnectionLimits, log: Logger, listener: RequestListener, tls?: TlsOptions): Server {
+  const options = {
+    headersTimeout: limits.headersTimeoutMs,
+    requestTimeout: limits.requestTimeoutMs,
+    keepAliveTimeout: limits.keepAliveTimeoutMs,
+    connectionsCheckingInterval: sweepIntervalMs(limits),
+  };
+  const server: Server = tls ? createHttpsServer({ ...options, ...tls }, listener) : createServer(options, listener);
   guardConnections(server, limits, log);
   return server;
 }
@@ -50,7 +53,9 @@ export function guardConnections(server: Server, limits: ConnectionLimits, log: 
   // Requests in flight per socket, in arrival order: the latest is the one whose body may still be arriving.
   const inFlight = new Map<Socket, IncomingMessage[]>();
   const warning = capWarning(log, limits.maxConnections);
+  const transportOf = tlsTransports(server);
 
+  // Over TLS this is the TCP socket: counted and capped from the start, its first byte is the ClientHello.
   server.on('connection', (socket: Socket) => {
     if (idle.size + inFlight.size >= limits.maxConnections) {
       // A request whose body is still arriving holds its slot at the sender's pace: as evictable as an idle one.
@@ -78,7 +83,7 @@ export function guardConnections(server: Server, limits: ConnectionLimits, log: 
   });
 
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
-    const socket = req.socket;
+    const socket = transportOf(req.socket);
     if (!idle.delete(socket) && !inFlight.has(socket)) return;
     // Pipelined requests can be in flight together on one socket.
     inFlight.set(socket, [...(inFlight.get(socket) ?? []), req]);
@@ -95,6 +100,33 @@ export function guardConnections(server: Server, limits: ConnectionLimits, log: 
   });
 
   server.once('close', () => warning.flush());
+}
+
+/**
+ * Over TLS, requests arrive on a TLSSocket layered on the TCP socket the guard counts, and Node links the
+ * two only through internals. Both report the same peer address and port, unique among open connections.
+ * Over plain HTTP (or if the handshake outlived its TCP socket) a request's socket is its own transport.
+ */
+function tlsTransports(server: Server): (socket: Socket) => Socket {
+  if (!(server instanceof TlsServer)) return (socket) => socket;
+  const handshaking = new Map<string, Socket>();
+  const transports = new WeakMap<Socket, Socket>();
+  const peer = (socket: Socket) => `${socket.remoteAddress}|${socket.remotePort}`;
+  server.on('connection', (socket: Socket) => {
+    const key = peer(socket);
+    handshaking.set(key, socket);
+    socket.once('close', () => {
+      if (handshaking.get(key) === socket) handshaking.delete(key);
+    });
+  });
+  server.on('secureConnection', (secure: TLSSocket) => {
+    const key = peer(secure);
+    const transport = handshaking.get(key);
+    if (transport === undefined) return;
+    handshaking.delete(key);
+    transports.set(secure, transport);
+  });
+  return (socket) => transports.get(socket) ?? socket;
 }
 
 /** The socket that has been receiving a request body the longest (a Map iterates in insertion order). */

@@ -69,6 +69,27 @@ interface X509SvidMessage {
   hint: string;
 }
 
+interface X509SvidResponse {
+  svids: X509SvidMessage[];
+  federated_bundles: Record<string, Buffer>;
+}
+
+function x509Context(response: X509SvidResponse): X509Context {
+  const rpc = 'FetchX509SVID';
+  const svids = response.svids.map((svid) => {
+    const spiffeId = responseSpiffeId(svid.spiffe_id, rpc);
+    const certChainDer = derList(svid.x509_svid, rpc);
+    if (certChainDer.length === 0) throw new WorkloadApiError('invalid_response', rpc, { detail: 'X.509-SVID has no certificate' });
+    if (svid.x509_svid_key.length === 0) throw new WorkloadApiError('invalid_response', rpc, { detail: 'X.509-SVID has no private key' });
+    return withHint({ spiffeId, certChainDer, keyPkcs8Der: svid.x509_svid_key, bundleDer: derList(svid.bundle, rpc) }, svid.hint);
+  });
+  const federatedBundles = new Map<string, Buffer[]>();
+  for (const [key, der] of Object.entries(response.federated_bundles)) {
+    federatedBundles.set(trustDomainFromId(key, rpc), derList(der, rpc));
+  }
+  return { svids, federatedBundles };
+}
+
 /**
  * Talks to a SPIFFE Workload API endpoint (e.g. the SPIRE agent's public socket). Every call
  * carries `workload.spiffe.io: true`. The channel is opened lazily; call {@link close} when done.
@@ -123,20 +144,17 @@ export class WorkloadApiClient {
 
   /** Returns the first `FetchX509SVID` message (then closes that stream). Throws {@link WorkloadApiError}. */
   async fetchX509Svid(options: { signal?: AbortSignal } = {}): Promise<X509Context> {
-    const rpc = 'FetchX509SVID';
-    const response = await this.endpoint.firstMessage<{ svids: X509SvidMessage[]; federated_bundles: Record<string, Buffer> }>(rpc, {}, options.signal);
-    const svids = response.svids.map((svid) => {
-      const spiffeId = responseSpiffeId(svid.spiffe_id, rpc);
-      const certChainDer = derList(svid.x509_svid, rpc);
-      if (certChainDer.length === 0) throw new WorkloadApiError('invalid_response', rpc, { detail: 'X.509-SVID has no certificate' });
-      if (svid.x509_svid_key.length === 0) throw new WorkloadApiError('invalid_response', rpc, { detail: 'X.509-SVID has no private key' });
-      return withHint({ spiffeId, certChainDer, keyPkcs8Der: svid.x509_svid_key, bundleDer: derList(svid.bundle, rpc) }, svid.hint);
-    });
-    const federatedBundles = new Map<string, Buffer[]>();
-    for (const [key, der] of Object.entries(response.federated_bundles)) {
-      federatedBundles.set(trustDomainFromId(key, rpc), derList(der, rpc));
-    }
-    return { svids, federatedBundles };
+    return x509Context(await this.endpoint.firstMessage<X509SvidResponse>('FetchX509SVID', {}, options.signal));
+  }
+
+  /**
+   * Streams `FetchX509SVID`: `onUpdate` gets the full context on every message, i.e. whenever the agent
+   * rotates an SVID or a bundle changes. A malformed message is skipped (the last good context stands) and
+   * reported to `onError` with `next: 'continue'`. The stream is reopened with backoff when it ends or
+   * fails (e.g. PermissionDenied while the workload has no identity), except after InvalidArgument.
+   */
+  watchX509Svids(onUpdate: (context: X509Context) => void, onError?: WatchErrorHandler): Watcher {
+    return this.endpoint.watch<X509SvidResponse>('FetchX509SVID', {}, (message) => onUpdate(x509Context(message)), onError);
   }
 
   /**

@@ -5,7 +5,7 @@ import type { JwtBundle } from '../src/bundle.js';
 import { WorkloadApiError } from '../src/errors.js';
 import type { WatchErrorInfo } from '../src/grpc-endpoint.js';
 import { serviceDefinitions } from '../src/proto.js';
-import { WorkloadApiClient } from '../src/workload-api.js';
+import { WorkloadApiClient, type X509Context } from '../src/workload-api.js';
 import { Events, FakeAgent, LONG_DER, SHORT_DER, TRUST_DOMAIN } from './fake-agent.js';
 
 const FAST = { backoff: { initialMs: 5, maxMs: 40 }, timeoutMs: 2_000 };
@@ -109,6 +109,17 @@ describe('WorkloadApiClient over a unix socket', () => {
     expect(context.svids).toHaveLength(1);
     expect(context.svids[0]).toMatchObject({ spiffeId: TESSERA, certChainDer: [SHORT_DER, LONG_DER], keyPkcs8Der: Buffer.from('pkcs8-key'), bundleDer: [SHORT_DER] });
     expect(context.federatedBundles).toEqual(new Map([['partner.example', [LONG_DER, SHORT_DER]]]));
+  });
+
+  it('watches X.509-SVIDs: each message is a whole context, parsed like fetchX509Svid', async () => {
+    const context = await new Promise<X509Context>((resolve) => {
+      const watcher = client.watchX509Svids((update) => {
+        watcher.close();
+        resolve(update);
+      });
+    });
+    expect(context.svids[0]).toMatchObject({ spiffeId: TESSERA, certChainDer: [SHORT_DER, LONG_DER], keyPkcs8Der: Buffer.from('pkcs8-key') });
+    expect(context.federatedBundles.get('partner.example')).toEqual([LONG_DER, SHORT_DER]);
   });
 
   it('streams JWT bundles, pushes updates and sends the header', async () => {
