@@ -1,4 +1,4 @@
-import { Counter as PromCounter, Histogram as PromHistogram, Registry } from 'prom-client';
+import { Counter as PromCounter, Gauge as PromGauge, Histogram as PromHistogram, Registry } from 'prom-client';
 import type { Counter, Histogram, MetricLabels, Metrics } from '@tessera/plugin-sdk';
 
 const METRIC_NAME = /^tessera_[a-z0-9_]+$/;
@@ -23,6 +23,20 @@ export class PromMetrics implements Metrics {
     return this.#get(name, 'histogram', labelNames, () => {
       const histogram = new PromHistogram({ name, help, labelNames: [...labelNames], buckets: [...buckets], registers: [this.registry] });
       return { observe: (labels: MetricLabels, value: number) => histogram.observe(labels, value) };
+    });
+  }
+
+  /** A gauge read at scrape time (core only: plugins count and time, they do not report state). */
+  gauge(name: string, help: string, read: () => number): void {
+    if (!METRIC_NAME.test(name)) throw new TypeError(`metric name ${JSON.stringify(name)} must match ${METRIC_NAME.source}`);
+    if (this.#metrics.has(name) || this.registry.getSingleMetric(name)) throw new TypeError(`metric ${name} is already registered`);
+    new PromGauge({
+      name,
+      help,
+      registers: [this.registry],
+      collect() {
+        this.set(read());
+      },
     });
   }
 
