@@ -1,91 +1,17 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { Agent, request } from 'node:http';
-import { connect, createServer, type Socket } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { accessTokenPlugin, allowRule, API, ID_TOKEN, LoopbackIssuer, oidcPlugin, TestClient, TOKEN_EXCHANGE } from './support.js';
+import { freePort, killServes, Serve, until } from './serve.js';
+import { accessTokenPlugin, allowRule, API, ID_TOKEN, LoopbackIssuer, oidcPlugin, TestClient, TOKEN_EXCHANGE, servedBroker } from './support.js';
 
-const CLI = resolve(import.meta.dirname, '../../core/dist/cli/main.js');
 const CLIENTS = 8;
 /** Requests answered before SIGTERM: enough that the signal lands mid-load. */
 const WARM_UP_REQUESTS = 80;
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((done) => server.listen(0, '127.0.0.1', done));
-  const { port } = server.address() as { port: number };
-  await new Promise<void>((done) => server.close(() => done()));
-  return port;
-}
-
-/** Resolves when `check` holds, polled every 10 ms; rejects after `timeoutMs` naming what it waited for. */
-async function until(what: string, check: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((done) => setTimeout(done, 10));
-  }
-}
-
-interface LogLine {
-  readonly msg?: string;
-  readonly level?: number;
-  readonly [key: string]: unknown;
-}
-
-/** One `tessera serve` process, its stderr log parsed as it arrives. */
-class Serve {
-  readonly logs: LogLine[] = [];
-  stderr = '';
-  exit: { code: number | null; signal: NodeJS.Signals | null; at: number } | undefined;
-  readonly exited: Promise<void>;
-
-  constructor(
-    readonly child: ChildProcess,
-    readonly port: number,
-  ) {
-    let partial = '';
-    child.stderr!.setEncoding('utf8').on('data', (chunk: string) => {
-      this.stderr += chunk;
-      const lines = (partial + chunk).split('\n');
-      partial = lines.pop()!;
-      for (const line of lines) if (line.startsWith('{')) this.logs.push(JSON.parse(line) as LogLine);
-    });
-    child.stdout!.resume();
-    this.exited = new Promise((done) =>
-      child.once('exit', (code, signal) => {
-        this.exit = { code, signal, at: Date.now() };
-        done();
-      }),
-    );
-  }
-
-  static async start(configPath: string, port: number): Promise<Serve> {
-    const child = spawn(process.execPath, [CLI, 'serve', '--config', configPath], { env: { ...process.env, PORT: String(port) }, stdio: ['ignore', 'pipe', 'pipe'] });
-    const serve = new Serve(child, port);
-    running.add(serve);
-    await until('the listening line', () => serve.stderr.includes('tessera listening on') || serve.exit !== undefined, 30_000);
-    if (serve.exit) throw new Error(`tessera serve exited ${serve.exit.code}: ${serve.stderr}`);
-    return serve;
-  }
-
-  logged(message: string): LogLine | undefined {
-    return this.logs.find((line) => line.msg?.startsWith(message));
-  }
-
-  async waitForLog(message: string): Promise<LogLine> {
-    await until(`log "${message}"`, () => this.logged(message) !== undefined);
-    return this.logged(message)!;
-  }
-}
-
-const running = new Set<Serve>();
-afterEach(() => {
-  for (const serve of running) if (serve.exit === undefined) serve.child.kill('SIGKILL');
-  running.clear();
-});
+afterEach(killServes);
 
 interface RawResponse {
   readonly status: number;
@@ -151,12 +77,7 @@ async function writeConfig(port: number, extra: Record<string, unknown> = {}): P
   const issuer = `http://127.0.0.1:${port}`;
   const config = {
     issuer,
-    dataDir: 'data',
-    keys: { generate: true },
-    network: { allowLoopbackHttp: true },
-    clients: [client.config(['token_exchange'])],
-    plugins: [oidcPlugin({ issuer: idp.issuer }), accessTokenPlugin],
-    policy: { rules: [allowRule(idp.issuer)] },
+    ...servedBroker(idp.issuer, client),
     audit: { destination: { file: 'audit.jsonl' } },
     log: { level: 'info' },
     ...extra,
@@ -343,12 +264,13 @@ describe('tessera serve lifecycle', () => {
     expect(slow.received).toBe('HTTP/1.1 100 Continue\r\n\r\n');
   }, 60_000);
 
-  it('ignores SIGHUP with a log line and keeps serving', async () => {
+  it('reloads on SIGHUP instead of exiting, and keeps serving (reload.test.ts covers what a reload changes)', async () => {
     const port = await freePort();
     const { path } = await writeConfig(port);
     const serve = await Serve.start(path, port);
     serve.child.kill('SIGHUP');
-    expect(await serve.waitForLog('SIGHUP ignored')).toMatchObject({ signal: 'SIGHUP' });
+    expect(await serve.waitForLog('reload: SIGHUP received')).toMatchObject({ signal: 'SIGHUP' });
+    expect(await serve.waitForLog('reload applied')).toMatchObject({ generation: 2, changed: false });
     const agent = new Agent({ keepAlive: false });
     const ready = await send(agent, port, 'GET', '/readyz');
     expect(ready.status).toBe(200);

@@ -87,6 +87,18 @@ export function oidcPlugin(...issuers: { issuer: string; jwksUri?: string; algor
 
 export const accessTokenPlugin = { use: '@tessera/plugin-access-token', config: {} };
 
+/** The broker `tessera serve` tests run: a generated key under dataDir, `idpIssuer` trusted over loopback, access tokens for `client`. */
+export function servedBroker(idpIssuer: string, client: TestClient): Record<string, unknown> {
+  return {
+    dataDir: 'data',
+    keys: { generate: true },
+    network: { allowLoopbackHttp: true },
+    clients: [client.config(['token_exchange'])],
+    plugins: [oidcPlugin({ issuer: idpIssuer }), accessTokenPlugin],
+    policy: { rules: [allowRule(idpIssuer)] },
+  };
+}
+
 export function allowRule(issuer: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
   return {
     id: 'idp-to-api',

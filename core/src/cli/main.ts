@@ -6,7 +6,10 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { z } from 'zod';
 import { tokens } from '@tessera/plugin-sdk';
 import { createBroker } from '../broker.js';
-import { shutDown, stopSignal } from '../lifecycle.js';
+import { announceListening, isServeWorker, leaveFleet, MAX_WORKERS, superviseWorkers, workerLogger, workerSlot } from './workers.js';
+import { reloadOnHangUp, reopenAuditOnHangUp, shutDown, stopSignal } from '../lifecycle.js';
+import { watchConfigPaths } from '../reload/watch.js';
+import { auditVerifyCommand } from '../audit/verify.js';
 import { ConfigError } from '../config/errors.js';
 import { checkConfig } from '../config/check.js';
 import { brokerJsonSchema } from '../config/json-schema.js';
@@ -15,6 +18,7 @@ import { renderConfig } from '../config/print.js';
 import { MemoryAuditSink } from '../audit/audit-log.js';
 import { createLogger } from '../logging.js';
 import { formatPluginSummaries, summarizePlugins } from './plugins-list.js';
+import { revocationsCommand, revokeCommand, REVOKE_USAGE, RevocationUsageError } from './revocations.js';
 import { explainPolicy, explainRequestSchema, formatExplanation } from './policy-explain.js';
 import { coreTokens } from '../di/tokens.js';
 import { generatePrivateJwk } from '../keys/key-ring.js';
@@ -23,7 +27,9 @@ import { SIGNING_ALGORITHMS } from '../config/schema.js';
 
 const USAGE = `usage: tessera <command>
 
-  serve --config PATH...           run the broker; repeat --config to merge files or directories in order
+  serve --config PATH... [--workers N]
+                                   run the broker; repeat --config to merge files or directories in order;
+                                   --workers N runs N processes sharing the port (needs store.kind redis)
   config validate PATH...          check a config (exit 0 valid, 1 invalid)
   config print [--resolved] PATH...
                                    print the merged config, secrets redacted (--resolved: defaults applied)
@@ -37,6 +43,13 @@ const USAGE = `usage: tessera <command>
   keys generate [--alg ES256] [--out FILE]
                                    write a new private signing JWK (stdout by default)
   secret hash                      read a client secret on stdin, print its scrypt hash for config
+  revoke --config PATH... TARGET --expires-in DURATION [--reason R]
+                                   kill switch: refuse a subject, client, issuer, SPIFFE ID prefix or token
+                                   on every broker sharing the Redis store (tessera revoke --help)
+  revocations list|delete --config PATH... [--json | TARGET]
+                                   the kill-switch entries in force; delete one
+  audit verify FILE...             check the audit hash chain across files, oldest rotated file first
+                                   (exit 0 intact, 1 at the first broken line, printed as FILE:LINE: reason)
 `;
 
 class UsageError extends Error {
@@ -66,6 +79,12 @@ async function main(argv: string[]): Promise<number> {
       return policyCommand(rest);
     case 'exchange':
       return exchangeCommand(rest);
+    case 'revoke':
+    case 'revocations':
+      return killSwitchCommand(command, rest);
+    case 'audit':
+      if (rest[0] !== 'verify' || rest.length < 2) throw new UsageError('audit verify FILE...  (rotated files oldest first)');
+      return auditVerifyCommand(rest.slice(1), (text) => process.stdout.write(text), (text) => process.stderr.write(text));
     case undefined:
     case 'help':
     case '--help':
@@ -77,16 +96,39 @@ async function main(argv: string[]): Promise<number> {
 }
 
 async function serve(args: string[]): Promise<number> {
-  const { paths } = parseConfigArgs({ args, options: CONFIG_OPTION });
+  const { paths, values } = parseConfigArgs({ args, options: { ...CONFIG_OPTION, workers: { type: 'string' } } });
   if (paths.length === 0) throw new UsageError('serve needs --config PATH');
+  const workers = Number(values.workers ?? 1);
+  if (!Number.isInteger(workers) || workers < 1 || workers > MAX_WORKERS) throw new UsageError(`--workers must be a whole number from 1 to ${MAX_WORKERS}`);
   const loaded = await loadConfigFiles(paths);
-  const broker = await createBroker(loaded.config, { baseDir: loaded.baseDir, locate: loaded.locate });
+  if (workers > 1 && !isServeWorker()) return superviseWorkers(loaded.config, workers);
+  const logger = workerLogger(loaded.config.log.level);
+  // `configFiles`: the same paths are read again on every reload.
+  const slot = workerSlot();
+  const broker = await createBroker(loaded.config, { baseDir: loaded.baseDir, locate: loaded.locate, configFiles: paths, ...(logger ? { logger } : {}), ...(slot ? { worker: slot } : {}) });
   const log = broker.resolve(tokens.logger);
   // Handlers go in before the "listening" line: a supervisor may signal as soon as it reads it.
   const stopped = stopSignal(log);
+  reopenAuditOnHangUp(broker, log);
+  reloadOnHangUp(broker, log);
+  // `reload.watch` and `reload.debounceMs` are read at each change, so a reload can turn the watch off.
+  const watch = watchConfigPaths(
+    paths,
+    () => {
+      if (!broker.config.reload.watch) return;
+      log.info({}, 'reload: a config file changed, reading the config again');
+      broker.reload().catch((error: unknown) => log.error({ err: error instanceof Error ? error.message : String(error) }, 'reload failed'));
+    },
+    { log, debounceMs: () => broker.config.reload.debounceMs },
+  );
   const running = await broker.listen();
-  process.stderr.write(`tessera listening on ${running.url} (issuer ${broker.info.issuer})\n`);
-  return shutDown(broker, await stopped, log);
+  announceListening(running.url, broker.info.issuer);
+  const signal = await stopped;
+  watch.close();
+  const status = leaveFleet(await shutDown(broker, signal, log));
+  // An audit write stuck in the kernel (a stalled pipe) would keep the process alive: exit anyway.
+  if (status !== 0) process.exit(status);
+  return status;
 }
 
 const CONFIG_OPTION = { config: { type: 'string', short: 'c', multiple: true } } as const;
@@ -158,6 +200,20 @@ async function exchangeCommand(args: string[]): Promise<number> {
     return await client.runExchangeCommand(args);
   } catch (error) {
     if (error instanceof client.ExchangeUsageError) throw new UsageError(error.message, client.EXCHANGE_USAGE);
+    throw error;
+  }
+}
+
+async function killSwitchCommand(command: 'revoke' | 'revocations', args: string[]): Promise<number> {
+  if (args.includes('--help')) {
+    process.stdout.write(REVOKE_USAGE);
+    return 0;
+  }
+  const io = { out: (text: string) => process.stdout.write(text), err: (text: string) => process.stderr.write(text) };
+  try {
+    return await (command === 'revoke' ? revokeCommand(args, io) : revocationsCommand(args, io));
+  } catch (error) {
+    if (error instanceof RevocationUsageError) throw new UsageError(error.message, REVOKE_USAGE);
     throw error;
   }
 }

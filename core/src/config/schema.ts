@@ -1,4 +1,8 @@
 import { z } from 'zod';
+import { adminConfigSchema } from './admin-schema.js';
+import { auditConfigSchema } from './audit-schema.js';
+import { IN_FLIGHT_DEFAULTS, inFlightSchema, rateLimitSchema } from './limits-schema.js';
+import { storeConfigSchema } from './store-schema.js';
 
 const LOOPBACK = /^(127\.\d+\.\d+\.\d+|localhost|\[::1\])$/;
 
@@ -24,6 +28,9 @@ export const GRANT_TYPE_NAMES = ['token_exchange', 'jwt_bearer', 'client_credent
 export type GrantTypeName = (typeof GRANT_TYPE_NAMES)[number];
 
 export const SIGNING_ALGORITHMS = ['ES256', 'ES384', 'EdDSA', 'RS256', 'PS256'] as const;
+export const KEY_USES = ['sign', 'publish'] as const;
+/** Relying parties commonly cache a JWKS for 5 minutes: a new key is published that long before it signs. */
+export const DEFAULT_PUBLISH_AHEAD_SECONDS = 300;
 const ASSERTION_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519'] as const;
 
 const jwksSchema = z.object({ keys: z.array(z.record(z.string(), z.unknown())).min(1) }).describe('Inline JWK Set (public keys)');
@@ -60,6 +67,7 @@ const clientSchema = z
     description: z.string().optional(),
     auth: clientAuthSchema,
     grantTypes: z.array(z.enum(GRANT_TYPE_NAMES)).min(1).default(['token_exchange']).describe('Grant types this client may use'),
+    rateLimit: rateLimitSchema.optional().describe('Token requests this client may make per window (default: limits.perClient); for a spiffe_jwt pattern, each SPIFFE ID it matches has its own count'),
   })
   .strict()
   // One meaning per id: SPIFFE ID patterns name workload clients, anything else a registered client.
@@ -255,6 +263,43 @@ const ruleSchema = z
   })
   .strict();
 
+const tlsHandshake = {
+  handshakeTimeoutMs: z
+    .number()
+    .int()
+    .min(100)
+    .max(60_000)
+    .default(5_000)
+    .describe('A TLS handshake not finished within this is dropped (a client that opens connections and stalls the handshake ties up no slot for long)'),
+};
+
+const listenTlsSchema = z
+  .union([
+    z
+      .object({
+        certFile: z.string().min(1).describe('PEM certificate, leaf first (intermediates may follow)'),
+        keyFile: z.string().min(1).describe('PEM private key of the certificate'),
+        caFile: z.string().min(1).optional().describe('PEM intermediate CA certificates, sent after the certificate to complete its chain'),
+        ...tlsHandshake,
+      })
+      .strict()
+      .describe('Certificate and key from PEM files (relative to the config file), reloaded when they change'),
+    z
+      .object({
+        spiffe: z
+          .object({
+            socket: z.string().min(1).optional().describe('Workload API address (unix:///path or tcp://ip:port); default SPIFFE_ENDPOINT_SOCKET'),
+            spiffeId: z.string().startsWith('spiffe://').optional().describe('Which of the workload\'s X.509-SVIDs to serve, when it has several (default: the first)'),
+          })
+          .strict(),
+        ...tlsHandshake,
+      })
+      .strict()
+      .describe("The broker's own X.509-SVID from the SPIFFE Workload API, rotated as the agent rotates it (needs @tessera/spiffe)"),
+  ])
+  .optional()
+  .describe('Serve HTTPS; the issuer must then be https');
+
 export const brokerConfigSchema = z
   .object({
     $schema: z.string().optional(),
@@ -263,6 +308,7 @@ export const brokerConfigSchema = z
       .object({
         host: z.string().default('127.0.0.1'),
         port: z.number().int().min(0).max(65_535).default(8080).describe('Overridden by the PORT environment variable'),
+        tls: listenTlsSchema,
       })
       .strict()
       .default({ host: '127.0.0.1', port: 8080 }),
@@ -292,15 +338,26 @@ export const brokerConfigSchema = z
                 path: z.string().min(1).describe('PKCS#8 PEM or private JWK file'),
                 kid: z.string().optional().describe('Default: the RFC 7638 thumbprint'),
                 algorithm: z.enum(SIGNING_ALGORITHMS).optional().describe('Default: inferred from the key type'),
+                use: z
+                  .enum(KEY_USES)
+                  .optional()
+                  .describe('sign (default): may sign, and the first such key does; publish: only published at /keys, to stage a key across a fleet before it signs, or to keep a retired key until its tokens expired'),
               })
               .strict(),
           )
           .default([])
-          .describe('Signing keys; the first signs, all are published'),
+          .describe('Signing keys; the first with use sign signs, all are published'),
         generate: z.boolean().default(false).describe('Generate and persist a key under dataDir when none is given (development only)'),
+        publishAheadSeconds: z
+          .number()
+          .int()
+          .min(0)
+          .max(86_400)
+          .default(DEFAULT_PUBLISH_AHEAD_SECONDS)
+          .describe('On a reload that changes the signing key, the new key is published at once and signs only this much later; also the max-age of /keys'),
       })
       .strict()
-      .default({ algorithm: 'ES256', files: [], generate: false }),
+      .default({ algorithm: 'ES256', files: [], generate: false, publishAheadSeconds: DEFAULT_PUBLISH_AHEAD_SECONDS }),
     clientAuth: z
       .object({
         assertionMaxLifetimeSeconds: z.number().int().positive().max(3_600).default(300),
@@ -389,12 +446,13 @@ export const brokerConfigSchema = z
       .strict()
       .refine(
         (endpoints) => {
-          const taken = ['/token', '/revoke', '/introspect', '/keys', '/healthz', '/readyz'];
+          // The admin API's path (http/admin-routes.ts) too: it exists whenever admin.clients is set.
+          const taken = ['/token', '/revoke', '/introspect', '/keys', '/healthz', '/readyz', '/admin/revocations'];
           // Routes match case-insensitively, so /Token would shadow /token.
           const paths = [endpoints.jsonExchange.path, endpoints.spiffeExchange.path, endpoints.metrics.path].map((path) => path.toLowerCase());
           return new Set([...taken, ...paths]).size === taken.length + paths.length;
         },
-        { message: 'endpoint paths must differ from each other and from /token, /revoke, /introspect, /keys, /healthz, /readyz' },
+        { message: 'endpoint paths must differ from each other and from /token, /revoke, /introspect, /keys, /healthz, /readyz, /admin/revocations' },
       )
       .default({
         token: { enabled: true },
@@ -424,9 +482,13 @@ export const brokerConfigSchema = z
           .default(100)
           .describe('Wall-clock backstop for a policy condition (match.when) that iterates or binds (its cost is already bounded at load); past it the rule does not match'),
         connections: connectionLimitsSchema,
+        inFlight: inFlightSchema,
+        perClient: rateLimitSchema
+          .optional()
+          .describe('Token requests each authenticated client may make per window, unless its own rateLimit says otherwise (default: unlimited); past it 429 with Retry-After'),
       })
       .strict()
-      .default({ maxBodyBytes: 65_536, validationTimeoutMs: 5_000, maxIssuedTokenBytes: 8_192, conditionTimeoutMs: 100, connections: CONNECTION_LIMIT_DEFAULTS }),
+      .default({ maxBodyBytes: 65_536, validationTimeoutMs: 5_000, maxIssuedTokenBytes: 8_192, conditionTimeoutMs: 100, connections: CONNECTION_LIMIT_DEFAULTS, inFlight: IN_FLIGHT_DEFAULTS }),
     delegation: z
       .object({
         maxChainDepth: z
@@ -445,15 +507,9 @@ export const brokerConfigSchema = z
       })
       .strict()
       .default({ maxChainDepth: 5 }),
-    audit: z
-      .object({
-        destination: z
-          .union([z.enum(['stdout', 'stderr']), z.object({ file: z.string().min(1) }).strict()])
-          .default('stdout')
-          .describe('stdout, stderr, or { file: path }'),
-      })
-      .strict()
-      .default({ destination: 'stdout' }),
+    audit: auditConfigSchema,
+    store: storeConfigSchema,
+    admin: adminConfigSchema,
     log: z
       .object({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info') })
       .strict()
@@ -471,8 +527,24 @@ export const brokerConfigSchema = z
       .strict()
       .default({ drainTimeoutMs: 10_000 })
       .describe('Process lifecycle of tessera serve'),
+    reload: z
+      .object({
+        watch: z.boolean().default(true).describe('tessera serve reloads when a config file or directory it was given changes (SIGHUP always reloads)'),
+        debounceMs: z
+          .number()
+          .int()
+          .min(50)
+          .max(10_000)
+          .default(300)
+          .describe('Quiet time after the last change before the reload: editors and ConfigMap updates write in several steps'),
+      })
+      .strict()
+      .default({ watch: true, debounceMs: 300 })
+      .describe('Hot reload of tessera serve (SIGHUP, config file changes)'),
   })
-  .strict();
+  .strict()
+  // An http issuer would name URLs the TLS listener never answers.
+  .refine((config) => config.listen.tls === undefined || config.issuer.startsWith('https://'), { message: 'must be https when listen.tls is set', path: ['issuer'] });
 
 export type BrokerConfig = z.output<typeof brokerConfigSchema>;
 export type BrokerConfigInput = z.input<typeof brokerConfigSchema>;

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import Router from '@koa/router';
 import Koa from 'koa';
-import type { Context } from 'koa';
+import type { Context, Middleware } from 'koa';
 import { GRANT_TYPE_TOKEN_EXCHANGE, InvalidRequest, UnsupportedGrantType, type KeyRing, type Logger } from '@tessera/plugin-sdk';
 import type { BrokerConfig } from '../config/schema.js';
 import type { PromMetrics } from '../metrics.js';
@@ -12,9 +12,12 @@ import { tokenRequestFrom, type FrontDoor } from '../oauth/request.js';
 import type { TokenResponse } from '../oauth/token-response.js';
 import type { Readiness } from './drain.js';
 import { runReadinessChecks, type ReadinessCheck } from './readiness.js';
+import { receiveBodyFirst } from './body-text.js';
 import { readFormBody } from './form-body.js';
 import { readJsonParameters } from './json-body.js';
 import { renderErrors } from './render-errors.js';
+import { mountAdminRoutes } from './admin-routes.js';
+import type { AdminRevocationsEndpoint } from '../state/kill-switch-admin.js';
 import { spiffeExchangeParameters, spiffeExchangeResponse } from './spiffe-exchange.js';
 
 export interface HttpAppDeps {
@@ -22,6 +25,8 @@ export interface HttpAppDeps {
   readonly revocationEndpoint: RevocationEndpoint;
   readonly introspectionEndpoint: IntrospectionEndpoint;
   readonly keyRing: KeyRing;
+  /** How long relying parties may cache `/keys`: no longer than a new key is published before it signs (default 300). */
+  readonly jwksMaxAgeSeconds?: number;
   readonly metadata: Record<string, unknown>;
   readonly metrics: PromMetrics;
   readonly endpoints: BrokerConfig['endpoints'];
@@ -32,6 +37,10 @@ export interface HttpAppDeps {
   readonly readiness: () => Readiness;
   /** Dependencies that must answer before the broker reports ready (store, audit sink, ...). */
   readonly readinessChecks: readonly ReadinessCheck[];
+  /** The kill-switch admin API, when `admin.clients` names someone. */
+  readonly adminRevocations?: AdminRevocationsEndpoint;
+  /** Admission control (`limits.inFlight`) for a door that does work, once its body is in; probes, keys and metadata never pass it. */
+  readonly admit: (endpoint: string) => Middleware;
 }
 
 /** HTTP surface: transport rules only. Every front door hands its parameters to the one token endpoint. */
@@ -40,6 +49,8 @@ export function createHttpApp(deps: HttpAppDeps): Koa {
   app.silent = true;
   const base = deps.basePath === '/' ? '' : deps.basePath.replace(/\/$/, '');
   const router = new Router();
+  // The body comes in before the slot is taken: a slow upload holds its connection, never an in-flight slot.
+  const bodyFirst = receiveBodyFirst(deps.maxBodyBytes);
 
   const postOnly = (ctx: Context) => {
     if (ctx.method !== 'POST') {
@@ -66,7 +77,7 @@ export function createHttpApp(deps: HttpAppDeps): Koa {
     };
 
   if (deps.endpoints.token.enabled) {
-    router.all(`${base}/token`, frontDoor('token', (ctx) => readFormBody(ctx, deps.maxBodyBytes)));
+    router.all(`${base}/token`, bodyFirst, deps.admit('token'), frontDoor('token', (ctx) => readFormBody(ctx, deps.maxBodyBytes)));
     // RFC 8414 metadata describes the OAuth token endpoint, so it is published with it.
     router.get(`/.well-known/oauth-authorization-server${base}`, (ctx) => {
       ctx.set('Cache-Control', 'public, max-age=300');
@@ -75,7 +86,7 @@ export function createHttpApp(deps: HttpAppDeps): Koa {
   }
   if (deps.endpoints.revocation.enabled) {
     // RFC 7009 §2.1: the token endpoint's transport (form body, size cap, one value per parameter).
-    router.all(`${base}/revoke`, async (ctx) => {
+    router.all(`${base}/revoke`, bodyFirst, deps.admit('revoke'), async (ctx) => {
       ctx.set('Cache-Control', 'no-store');
       ctx.set('Pragma', 'no-cache');
       await deps.revocationEndpoint.handle(async () => {
@@ -88,7 +99,7 @@ export function createHttpApp(deps: HttpAppDeps): Koa {
   }
   if (deps.endpoints.introspection.enabled) {
     // RFC 7662 §2.1: a form POST like the token endpoint's; the answer describes a token, so it is never cached.
-    router.all(`${base}/introspect`, async (ctx) => {
+    router.all(`${base}/introspect`, bodyFirst, deps.admit('introspect'), async (ctx) => {
       ctx.set('Cache-Control', 'no-store');
       ctx.set('Pragma', 'no-cache');
       ctx.body = await deps.introspectionEndpoint.handle(async () => {
@@ -100,6 +111,8 @@ export function createHttpApp(deps: HttpAppDeps): Koa {
   if (deps.endpoints.jsonExchange.enabled) {
     router.all(
       `${base}${deps.endpoints.jsonExchange.path}`,
+      bodyFirst,
+      deps.admit('json-exchange'),
       frontDoor('json-exchange', async (ctx) => {
         const parameters = await readJsonParameters(ctx, deps.maxBodyBytes);
         // This door speaks token exchange only; grant_type may be left out.
@@ -114,6 +127,8 @@ export function createHttpApp(deps: HttpAppDeps): Koa {
   if (spiffe.enabled) {
     router.all(
       `${base}${spiffe.path}`,
+      bodyFirst,
+      deps.admit('spiffe-exchange'),
       frontDoor(
         'spiffe-exchange',
         async (ctx) => spiffeExchangeParameters(await readJsonParameters(ctx, deps.maxBodyBytes), spiffe, ctx.get('authorization') !== ''),
@@ -129,8 +144,9 @@ export function createHttpApp(deps: HttpAppDeps): Koa {
       ctx.body = body;
     });
   }
+  if (deps.adminRevocations) mountAdminRoutes(router, base, deps.adminRevocations, deps.maxBodyBytes);
   router.get(`${base}/keys`, (ctx) => {
-    ctx.set('Cache-Control', 'public, max-age=300');
+    ctx.set('Cache-Control', `public, max-age=${deps.jwksMaxAgeSeconds ?? 300}`);
     ctx.body = deps.keyRing.publicJwks();
   });
   router.get(`${base}/healthz`, (ctx) => {
