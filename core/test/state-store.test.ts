@@ -329,11 +329,10 @@ describe('Redis client options', () => {
     expect(both.sentinelTLS).toMatchObject({ rejectUnauthorized: true, ca: tls.ca });
   });
 
-  it('speaks TLS to the sentinels when sentinel.tls is set, even without store.tls', () => {
-    const sentinelsOnly = sentinel({ sentinel: { tls: true } });
-    expect(sentinelsOnly.sentinelTLS).toEqual({ rejectUnauthorized: true });
-    expect(sentinelsOnly.enableTLSForSentinelMode).toBeUndefined();
-    expect(sentinelsOnly.tls).toBeUndefined();
+  it('refuses TLS to the sentinels without store.tls: the master link would stay plaintext', () => {
+    const parsed = storeConfigSchema.safeParse({ kind: 'redis', sentinel: { masterName: 'main', sentinels: [{ host: 's1' }], tls: true } });
+    expect(parsed.success).toBe(false);
+    expect(parsed.error?.issues).toEqual([expect.objectContaining({ path: ['sentinel', 'tls'], message: 'sentinel.tls needs store.tls too, or the master link stays plaintext' })]);
 
     const plain = sentinel({});
     expect(plain.enableTLSForSentinelMode).toBeUndefined();

@@ -57,7 +57,7 @@ const redisStore = z
         sentinels: z.array(hostPort).min(1),
         username: z.string().min(1).optional().describe('Sentinel ACL user'),
         password: secret('Sentinel password').optional(),
-        tls: z.boolean().default(false).describe('Speak TLS to the sentinels (with the store.tls settings, or the system roots without them); the master speaks TLS whenever store.tls is set'),
+        tls: z.boolean().default(false).describe('Speak TLS to the sentinels too, with the store.tls settings (which it requires); the master speaks TLS whenever store.tls is set'),
       })
       .strict()
       .optional()
@@ -87,6 +87,8 @@ const redisStore = z
   })
   .strict()
   .refine((store) => [store.url, store.sentinel, store.cluster].filter((where) => where !== undefined).length === 1, 'exactly one of url, sentinel or cluster is required')
+  // Encrypted sentinels but a plaintext master is a half-protected link nobody means: say so at load.
+  .refine((store) => !store.sentinel?.tls || store.tls !== undefined, { message: 'sentinel.tls needs store.tls too, or the master link stays plaintext', path: ['sentinel', 'tls'] })
   .describe('Redis: state shared by every broker process using the same Redis and keyPrefix');
 
 export const storeConfigSchema = z
