@@ -374,6 +374,17 @@ async function assemble(config: BrokerConfig, options: { baseDir: string }, part
   const { auditSink } = parts;
   if (auditSink) readinessChecks.push({ name: 'audit', check: () => auditSink.problem() });
   const store = resolve(container, coreTokens.stateStore);
+  const jwks = resolve(container, tokens.jwksCache);
+  if (jwks instanceof RemoteJwksCache) {
+    readinessChecks.push({
+      name: 'issuers',
+      check: async () => {
+        const cold = await jwks.coldSources();
+        // A count only: the failed fetches are logged with their origins, /readyz is public.
+        return cold.length === 0 ? undefined : `keys of ${cold.length} trusted issuer(s) not fetched yet`;
+      },
+    });
+  }
   readinessChecks.push({ name: 'store', check: () => store.ping().then(() => undefined, (error: unknown) => (error instanceof StoreUnsafe ? error.message : `${store.kind} store unreachable`)) });
   return createHttpApp({
     readiness: () => parts.lifecycle.readiness,

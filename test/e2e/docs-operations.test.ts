@@ -80,7 +80,7 @@ describe(`${DOC}: probes and drain, as written`, () => {
     const probes = blockIn('Probes').commands.map((command) => command.replace('127.0.0.1:8080', `127.0.0.1:${port}`));
     expect(probes).toHaveLength(2);
     const [ready, live] = await Promise.all(probes.map((command) => run('sh', ['-c', command])));
-    expect(JSON.parse(ready!.stdout)).toEqual({ status: 'ready', checks: { keys: 'ok', audit: 'ok', store: 'ok' } });
+    expect(JSON.parse(ready!.stdout)).toEqual({ status: 'ready', checks: { keys: 'ok', audit: 'ok', issuers: 'ok', store: 'ok' } });
     expect(JSON.parse(live!.stdout)).toEqual({ status: 'ok' });
     // The guide's example answer is the one a fresh broker gives.
     expect(doc).toContain(`\`${ready!.stdout.trim()}\``);

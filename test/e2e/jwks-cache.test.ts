@@ -102,4 +102,30 @@ describe('issuer JWKS through the broker', () => {
     clock.advance(2_000);
     expect((await exchange({ running, client: ctx.client }, await dark.mint({ sub: 'a', aud: running.issuer }))).status).toBe(200);
   });
+
+  it('is not ready until the keys of every trusted issuer were fetched once, and gets ready without traffic', async () => {
+    const ctx = await setup();
+    const dark = await LoopbackIssuer.start({ path: '/dark' });
+    open.push(dark);
+    dark.available = false;
+    const running = await startBroker(
+      () => ({ clients: [ctx.client.config()], plugins: [oidcPlugin({ issuer: dark.issuer, jwksUri: dark.jwksUri }), accessTokenPlugin], policy: { rules: [allowRule(dark.issuer)] } }),
+      { clock: ctx.clock, jwks: jwksOptions },
+    );
+    open.push(running);
+    const readyz = async () => {
+      const response = await fetch(`${running.issuer}/readyz`);
+      return { status: response.status, body: (await response.json()) as { status: string; checks?: Record<string, string> } };
+    };
+    expect(await readyz()).toEqual({ status: 503, body: { status: 'unavailable', checks: expect.objectContaining({ issuers: 'keys of 1 trusted issuer(s) not fetched yet', keys: 'ok' }) } });
+
+    // The probe itself retries (within the backoff): no token request is needed to get into rotation.
+    dark.available = true;
+    ctx.clock.advance(2_000);
+    expect(await readyz()).toMatchObject({ status: 200, body: { status: 'ready', checks: { issuers: 'ok' } } });
+    // Once fetched, the keys outlive an outage: readiness does not flap with the issuer.
+    dark.available = false;
+    ctx.clock.advance(600_000);
+    expect((await readyz()).status).toBe(200);
+  });
 });

@@ -22,6 +22,8 @@ interface Entry {
   nextFetchAt: number;
   failures: number;
   inflight?: Promise<boolean>;
+  /** A plugin warmed it at startup: a trusted issuer's keys, which readiness waits for. */
+  warmed?: boolean;
 }
 
 /**
@@ -47,10 +49,24 @@ export class RemoteJwksCache implements JwksCache {
 
   async warm(jwksUri: string): Promise<boolean> {
     const entry = this.#entry(jwksUri);
+    entry.warmed = true;
     const ok = await this.#refresh(entry);
     // A best-effort prefetch at startup: its failure must not hold back the first real request.
     if (!ok && !entry.keys) entry.nextFetchAt = 0;
     return ok;
+  }
+
+  /**
+   * Origins of the key sets warmed at startup that have never been fetched, after one more try for each
+   * (a probe retries them, so a broker out of rotation still gets ready once the issuer answers). Once a
+   * set was fetched it stays usable through outages, so this only ever reports a cold start.
+   */
+  async coldSources(): Promise<string[]> {
+    const cold = [...this.#entries.values()].filter((entry) => entry.warmed && !entry.keys);
+    // Within the failure backoff, like any request: probes from several sources must not hammer the issuer.
+    const now = this.#now();
+    await Promise.all(cold.filter((entry) => entry.inflight || now >= entry.nextFetchAt).map((entry) => this.#refresh(entry)));
+    return cold.filter((entry) => !entry.keys).map((entry) => new URL(entry.uri).origin);
   }
 
   async #resolve(entry: Entry, ...args: Parameters<JWTVerifyGetKey>): Promise<Awaited<ReturnType<JWTVerifyGetKey>>> {
