@@ -17,6 +17,7 @@ import { loadConfigFiles } from '../config/load.js';
 import { renderConfig } from '../config/print.js';
 import { MemoryAuditSink } from '../audit/audit-log.js';
 import { createLogger } from '../logging.js';
+import { brokerVersion, COMMAND_HELP } from './help.js';
 import { formatPluginSummaries, summarizePlugins } from './plugins-list.js';
 import { revocationsCommand, revokeCommand, REVOKE_USAGE, RevocationUsageError } from './revocations.js';
 import { explainPolicy, explainRequestSchema, formatExplanation } from './policy-explain.js';
@@ -25,7 +26,8 @@ import { generatePrivateJwk } from '../keys/key-ring.js';
 import { hashClientSecret } from '../oauth/client-secret.js';
 import { SIGNING_ALGORITHMS } from '../config/schema.js';
 
-const USAGE = `usage: tessera <command>
+const USAGE = `usage: tessera <command> [-h|--help]
+       tessera --version
 
   serve --config PATH... [--workers N]
                                    run the broker; repeat --config to merge files or directories in order;
@@ -62,8 +64,17 @@ class UsageError extends Error {
   }
 }
 
+/** Per-command help: `-h`/`--help` anywhere after the command, or `tessera help COMMAND`. */
+function wantsHelp(rest: readonly string[]): boolean {
+  return rest.includes('--help') || rest.includes('-h');
+}
+
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
+  if (command !== undefined && COMMAND_HELP[command] !== undefined && wantsHelp(rest)) {
+    process.stdout.write(COMMAND_HELP[command]);
+    return 0;
+  }
   switch (command) {
     case 'serve':
       return serve(rest);
@@ -85,8 +96,16 @@ async function main(argv: string[]): Promise<number> {
     case 'audit':
       if (rest[0] !== 'verify' || rest.length < 2) throw new UsageError('audit verify FILE...  (rotated files oldest first)');
       return auditVerifyCommand(rest.slice(1), (text) => process.stdout.write(text), (text) => process.stderr.write(text));
-    case undefined:
+    case '--version':
+    case '-V':
+      process.stdout.write(`tessera ${brokerVersion()}\n`);
+      return 0;
     case 'help':
+      if (rest[0] !== undefined) return main([rest[0], '--help']);
+      process.stdout.write(USAGE);
+      return 0;
+    case undefined:
+    case '-h':
     case '--help':
       process.stdout.write(USAGE);
       return command === undefined ? 2 : 0;
@@ -192,7 +211,7 @@ async function exchangeCommand(args: string[]): Promise<number> {
   } catch {
     throw new UsageError('tessera exchange needs the @tessera/client package (npm install @tessera/client)');
   }
-  if (args.includes('--help')) {
+  if (wantsHelp(args)) {
     process.stdout.write(client.EXCHANGE_USAGE);
     return 0;
   }
@@ -205,7 +224,7 @@ async function exchangeCommand(args: string[]): Promise<number> {
 }
 
 async function killSwitchCommand(command: 'revoke' | 'revocations', args: string[]): Promise<number> {
-  if (args.includes('--help')) {
+  if (wantsHelp(args)) {
     process.stdout.write(REVOKE_USAGE);
     return 0;
   }
