@@ -13,7 +13,7 @@ import {
 } from '@tessera/plugin-sdk';
 import { recordOrRefuse, type AuditSink } from '../audit/audit-log.js';
 import type { ClientAuthenticator } from './client-auth.js';
-import { authenticateConfidential, TOKEN_TYPE_HINTS, verifyOwnAccessToken } from './own-tokens.js';
+import { authenticateConfidential, ownTokenRecordFields, TOKEN_TYPE_HINTS, verifyOwnAccessToken, type OwnTokenTrace } from './own-tokens.js';
 import type { TokenRequest } from './request.js';
 import { KillSwitchQuery, type KillSwitch } from '../state/kill-switch.js';
 
@@ -67,12 +67,8 @@ export interface IntrospectionEndpointDeps {
 }
 
 /** What became of one introspection request, for its audit record. */
-interface IntrospectionTrace {
-  client?: AuthenticatedClient;
+interface IntrospectionTrace extends OwnTokenTrace {
   active?: boolean;
-  reason?: string;
-  jti?: string;
-  tokenTypeHint?: string;
 }
 
 /**
@@ -179,18 +175,7 @@ export class IntrospectionEndpoint {
   }
 
   #record(requestId: string, started: number, trace: IntrospectionTrace, error?: OAuthError): Promise<void> {
-    return recordOrRefuse(this.deps.audit, {
-      event: 'introspect',
-      decision: error ? 'deny' : 'allow',
-      requestId,
-      ...(error ? { error: error.code } : {}),
-      ...((error?.detail ?? trace.reason) ? { reason: (error?.detail ?? trace.reason)! } : {}),
-      ...(trace.client ? { client: { id: trace.client.id, authMethod: trace.client.authMethod } } : {}),
-      ...(trace.active !== undefined ? { active: trace.active } : {}),
-      ...(trace.jti ? { jti: trace.jti } : {}),
-      ...(trace.tokenTypeHint ? { tokenTypeHint: trace.tokenTypeHint } : {}),
-      latencyMs: Math.round((performance.now() - started) * 100) / 100,
-    }, this.deps.log);
+    return recordOrRefuse(this.deps.audit, { event: 'introspect', ...ownTokenRecordFields(requestId, started, trace, error), ...(trace.active !== undefined ? { active: trace.active } : {}) }, this.deps.log);
   }
 }
 

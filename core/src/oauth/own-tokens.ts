@@ -1,5 +1,6 @@
 import { errors as joseErrors, jwtVerify, type JWTPayload } from 'jose';
-import { InvalidClient, isCompactJws, type AuthenticatedClient, type BrokerInfo, type Clock, type KeyRing, type Logger } from '@tessera/plugin-sdk';
+import { InvalidClient, isCompactJws, type AuthenticatedClient, type BrokerInfo, type Clock, type KeyRing, type Logger, type OAuthError } from '@tessera/plugin-sdk';
+import type { RevocationAuditRecord } from '../audit/audit-log.js';
 import type { ClientAuthenticator } from './client-auth.js';
 import type { TokenRequest } from './request.js';
 
@@ -8,6 +9,35 @@ export const ACCESS_TOKEN_TYP = 'at+jwt';
 
 /** RFC 7009 §2.1 / §4.1.2 registered `token_type_hint` values (recorded in audits; others are ignored). */
 export const TOKEN_TYPE_HINTS: ReadonlySet<string> = new Set(['access_token', 'refresh_token']);
+
+/** What became of one request about a broker token (revocation, introspection), for its audit record. */
+export interface OwnTokenTrace {
+  client?: AuthenticatedClient;
+  /** Why the token was left alone or reported inactive: never sent to the client. */
+  reason?: string;
+  /** `jti` of the broker token the request named, once its signature verified. */
+  jti?: string;
+  /** `token_type_hint`, when it is one of the registered values. */
+  tokenTypeHint?: string;
+}
+
+/** The members the audit records of revocation and introspection share. */
+export type OwnTokenRecordFields = Pick<RevocationAuditRecord, 'decision' | 'requestId' | 'error' | 'reason' | 'client' | 'jti' | 'tokenTypeHint' | 'latencyMs'>;
+
+/** Those members from a trace: the error's detail wins over the trace's reason. */
+export function ownTokenRecordFields(requestId: string, started: number, trace: OwnTokenTrace, error?: OAuthError): OwnTokenRecordFields {
+  const reason = error?.detail ?? trace.reason;
+  return {
+    decision: error ? 'deny' : 'allow',
+    requestId,
+    ...(error ? { error: error.code } : {}),
+    ...(reason ? { reason } : {}),
+    ...(trace.client ? { client: { id: trace.client.id, authMethod: trace.client.authMethod } } : {}),
+    ...(trace.jti ? { jti: trace.jti } : {}),
+    ...(trace.tokenTypeHint ? { tokenTypeHint: trace.tokenTypeHint } : {}),
+    latencyMs: Math.round((performance.now() - started) * 100) / 100,
+  };
+}
 
 export interface OwnTokenDeps {
   readonly keyRing: KeyRing;

@@ -5,7 +5,6 @@ import {
   OAuthError,
   ServerError,
   TemporarilyUnavailable,
-  type AuthenticatedClient,
   type BrokerInfo,
   type Clock,
   type KeyRing,
@@ -17,7 +16,7 @@ import type { StateStore } from '../state/store.js';
 import { storeAnswer } from '../state/unavailable.js';
 import { recordOrRefuse, type AuditSink } from '../audit/audit-log.js';
 import type { ClientAuthenticator } from './client-auth.js';
-import { authenticateConfidential, TOKEN_TYPE_HINTS, verifyOwnAccessToken } from './own-tokens.js';
+import { authenticateConfidential, ownTokenRecordFields, TOKEN_TYPE_HINTS, verifyOwnAccessToken, type OwnTokenTrace } from './own-tokens.js';
 import type { TokenRequest } from './request.js';
 
 /**
@@ -76,12 +75,8 @@ export interface RevocationEndpointDeps {
 }
 
 /** What became of one revocation request, for its audit record. */
-interface RevocationTrace {
-  client?: AuthenticatedClient;
+interface RevocationTrace extends OwnTokenTrace {
   outcome?: 'revoked' | 'ignored';
-  reason?: string;
-  jti?: string;
-  tokenTypeHint?: string;
 }
 
 /**
@@ -155,17 +150,6 @@ export class RevocationEndpoint {
   }
 
   #record(requestId: string, started: number, trace: RevocationTrace, error?: OAuthError): Promise<void> {
-    return recordOrRefuse(this.deps.audit, {
-      event: 'revoke',
-      decision: error ? 'deny' : 'allow',
-      requestId,
-      ...(error ? { error: error.code } : {}),
-      ...((error?.detail ?? trace.reason) ? { reason: (error?.detail ?? trace.reason)! } : {}),
-      ...(trace.client ? { client: { id: trace.client.id, authMethod: trace.client.authMethod } } : {}),
-      ...(trace.outcome ? { outcome: trace.outcome } : {}),
-      ...(trace.jti ? { jti: trace.jti } : {}),
-      ...(trace.tokenTypeHint ? { tokenTypeHint: trace.tokenTypeHint } : {}),
-      latencyMs: Math.round((performance.now() - started) * 100) / 100,
-    }, this.deps.log);
+    return recordOrRefuse(this.deps.audit, { event: 'revoke', ...ownTokenRecordFields(requestId, started, trace, error), ...(trace.outcome ? { outcome: trace.outcome } : {}) }, this.deps.log);
   }
 }
