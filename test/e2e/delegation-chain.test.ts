@@ -5,10 +5,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLocalJWKSet, decodeJwt, jwtVerify, SignJWT, type JWTPayload } from 'jose';
 import type { TestKey } from '@tessera/plugin-testkit';
 import { coreTokens } from '@tessera/core';
-import { ACCESS_TOKEN, accessTokenPlugin, generateTestKey, JWT, LoopbackIssuer, oidcPlugin, postToken, startBroker, TOKEN_EXCHANGE, type RunningBroker } from './support.js';
+import { ACCESS_TOKEN, accessTokenPlugin, generateTestKey, JWT, LoopbackIssuer, oidcPlugin, postToken, startBroker, TOKEN_EXCHANGE, type RunningBroker, JWT_SVID, JWT_SPIFFE } from './support.js';
 
-const JWT_SVID = 'urn:tessera:token-type:jwt-svid';
-const JWT_SPIFFE = 'urn:ietf:params:oauth:client-assertion-type:jwt-spiffe';
 const TD = 'spiffe://prod.test';
 const AGENT = `${TD}/agent`;
 const MCP = `${TD}/mcp`;

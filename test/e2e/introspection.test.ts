@@ -21,10 +21,10 @@ import {
   TOKEN_EXCHANGE,
   type RunningBroker,
   type TokenCall,
+  JWT_SVID,
+  JWT_SPIFFE,
 } from './support.js';
 
-const JWT_SVID = 'urn:tessera:token-type:jwt-svid';
-const JWT_SPIFFE = 'urn:ietf:params:oauth:client-assertion-type:jwt-spiffe';
 const TD = 'spiffe://prod.test';
 const AGENT = `${TD}/agent`;
 const MCP = `${TD}/mcp`;

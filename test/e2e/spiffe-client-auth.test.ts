@@ -4,10 +4,9 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeJwt, SignJWT } from 'jose';
 import { validateConfig } from '@tessera/core';
-import { accessTokenPlugin, generateTestKey, postToken, startBroker, type RunningBroker } from './support.js';
+import { accessTokenPlugin, generateTestKey, postToken, startBroker, type RunningBroker, JWT_SPIFFE } from './support.js';
 import type { TestKey } from '@tessera/plugin-testkit';
 
-const JWT_SPIFFE = 'urn:ietf:params:oauth:client-assertion-type:jwt-spiffe';
 const DOWNSTREAM = 'https://payments-api.example.test';
 
 /** The SPIFFE→OAuth bridge: a workload's JWT-SVID is its client credential; no registration, no secret. */

@@ -1,9 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeJwt } from 'jose';
 import { ConfigError, createBroker, MemoryAuditSink, silentLogger, validateConfig } from '@tessera/core';
-import { ID_TOKEN, LoopbackIssuer, startBroker, type RunningBroker } from './support.js';
-
-const JWT_SVID = 'urn:tessera:token-type:jwt-svid';
+import { ID_TOKEN, LoopbackIssuer, startBroker, type RunningBroker, JWT_SVID } from './support.js';
 
 async function postJson(url: string, body: unknown, headers: Record<string, string> = {}) {
   const response = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) });

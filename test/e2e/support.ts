@@ -14,6 +14,9 @@ export const ID_TOKEN = 'urn:ietf:params:oauth:token-type:id_token';
 export const JWT = 'urn:ietf:params:oauth:token-type:jwt';
 export const ACCESS_TOKEN = 'urn:ietf:params:oauth:token-type:access_token';
 export const ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
+/** A SPIFFE JWT-SVID as a token type, and as a client assertion type. */
+export const JWT_SVID = 'urn:tessera:token-type:jwt-svid';
+export const JWT_SPIFFE = 'urn:ietf:params:oauth:client-assertion-type:jwt-spiffe';
 export const API = 'https://api.example.test';
 
 export interface RunningBroker {

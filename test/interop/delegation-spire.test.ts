@@ -1,11 +1,9 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createLocalJWKSet, decodeJwt, jwtVerify } from 'jose';
 import { DelegatedIdentityClient, parseSelector } from '@tessera/spiffe';
-import { ACCESS_TOKEN, accessTokenPlugin, JWT, LoopbackIssuer, oidcPlugin, postToken, startBroker, TOKEN_EXCHANGE, type RunningBroker } from '../e2e/support.js';
+import { ACCESS_TOKEN, accessTokenPlugin, JWT, LoopbackIssuer, oidcPlugin, postToken, startBroker, TOKEN_EXCHANGE, type RunningBroker, JWT_SVID, JWT_SPIFFE } from '../e2e/support.js';
 import { spireRequired, spireUnavailableReason, startSpire, type Spire } from './spire.js';
 
-const JWT_SVID = 'urn:tessera:token-type:jwt-svid';
-const JWT_SPIFFE = 'urn:ietf:params:oauth:client-assertion-type:jwt-spiffe';
 const AGENT = 'spiffe://example.org/agents/assistant';
 const MCP = 'spiffe://example.org/mcp/crm-tools';
 const CRM_API = 'https://crm.example.test/api';

@@ -2,11 +2,9 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createLocalJWKSet, decodeJwt, jwtVerify } from 'jose';
 import { createBroker, MemoryAuditSink, silentLogger, validateConfig } from '@tessera/core';
 import { DelegatedIdentityClient, parseSelector } from '@tessera/spiffe';
-import { accessTokenPlugin, LoopbackIssuer, postToken, startBroker, TOKEN_EXCHANGE, type RunningBroker } from '../e2e/support.js';
+import { accessTokenPlugin, LoopbackIssuer, postToken, startBroker, TOKEN_EXCHANGE, type RunningBroker, JWT_SVID, JWT_SPIFFE } from '../e2e/support.js';
 import { spireRequired, spireUnavailableReason, startSpire, type Spire } from './spire.js';
 
-const JWT_SVID = 'urn:tessera:token-type:jwt-svid';
-const JWT_SPIFFE = 'urn:ietf:params:oauth:client-assertion-type:jwt-spiffe';
 const PAYMENTS_API = 'spiffe://example.org/ns/payments/sa/api';
 const PAYMENTS_SELECTORS = ['k8s:ns:payments', 'k8s:sa:api'];
 const unavailable = spireUnavailableReason();

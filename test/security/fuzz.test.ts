@@ -2,7 +2,7 @@ import { randomUUID, type webcrypto } from 'node:crypto';
 import { resolve } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { accessTokenPlugin, allowRule, API, ASSERTION_TYPE, ID_TOKEN, JWT, JWT_BEARER, LoopbackIssuer, startBroker, TestClient, TOKEN_EXCHANGE, type RunningBroker } from '../e2e/support.js';
+import { accessTokenPlugin, allowRule, API, ASSERTION_TYPE, ID_TOKEN, JWT, JWT_BEARER, LoopbackIssuer, startBroker, TestClient, TOKEN_EXCHANGE, type RunningBroker, JWT_SVID } from '../e2e/support.js';
 import { b64u, compact, lenientBytes } from './jws.js';
 import { echoes, OAUTH_ERROR_CODES } from './oracle.js';
 
@@ -15,7 +15,6 @@ import { echoes, OAUTH_ERROR_CODES } from './oracle.js';
 const RUNS = Number(process.env.TESSERA_FUZZ_RUNS ?? 300);
 const SEED = Number(process.env.TESSERA_FUZZ_SEED ?? Math.floor(Math.random() * 2 ** 31));
 
-const JWT_SVID = 'urn:tessera:token-type:jwt-svid';
 const DB = 'https://db.example.test';
 const ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
 /** Members of a successful answer that carry a credential, per door. */
