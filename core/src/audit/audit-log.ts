@@ -13,6 +13,7 @@ export interface AuditRecord {
   /** Front door the request came through (`token` = the OAuth token endpoint). */
   readonly endpoint: 'token' | 'json-exchange' | 'spiffe-exchange';
   readonly decision: 'allow' | 'deny';
+  /** The caller's `X-Request-Id` if acceptable, else the trace id when tracing is on, else a UUID (http/request-id.ts). */
   readonly requestId: string;
   readonly grantType?: string;
   /** OAuth error code sent to the client on denial. */

@@ -9,6 +9,7 @@ import { createBroker } from '../broker.js';
 import { announceListening, isServeWorker, leaveFleet, MAX_WORKERS, superviseWorkers, workerLogger, workerSlot } from './workers.js';
 import { reloadOnHangUp, reopenAuditOnHangUp, shutDown, stopSignal } from '../lifecycle.js';
 import { watchConfigPaths } from '../reload/watch.js';
+import { startTracing } from '../telemetry/sdk.js';
 import { auditVerifyCommand } from '../audit/verify.js';
 import { ConfigError } from '../config/errors.js';
 import { checkConfig } from '../config/check.js';
@@ -139,6 +140,8 @@ async function serve(args: string[]): Promise<number> {
       broker.reload().catch((error: unknown) => log.error({ err: error instanceof Error ? error.message : String(error) }, 'reload failed'));
     },
     { log, debounceMs: () => broker.config.reload.debounceMs },
+  // Restart-only (reload/config-diff.ts): one tracer provider per process.
+  const stopTracing = await startTracing(loaded.config.tracing, log);
   );
   const running = await broker.listen();
   announceListening(running.url, broker.info.issuer);
@@ -158,6 +161,8 @@ function parseConfigArgs<T extends ParseArgsConfig>(config: T): { paths: string[
   const paths = tokens.flatMap((token) => {
     if (token.kind === 'positional') return [token.value];
     return token.kind === 'option' && token.name === 'config' && token.value !== undefined ? [token.value] : [];
+  // After the broker closed, so the spans of the last requests are in the final export.
+  await stopTracing();
   });
   return { paths, values };
 }

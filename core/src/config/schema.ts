@@ -3,6 +3,7 @@ import { adminConfigSchema } from './admin-schema.js';
 import { auditConfigSchema } from './audit-schema.js';
 import { IN_FLIGHT_DEFAULTS, inFlightSchema, rateLimitSchema } from './limits-schema.js';
 import { storeConfigSchema } from './store-schema.js';
+import { tracingConfigSchema } from './tracing-schema.js';
 
 const LOOPBACK = /^(127\.\d+\.\d+\.\d+|localhost|\[::1\])$/;
 
@@ -510,6 +511,7 @@ export const brokerConfigSchema = z
     audit: auditConfigSchema,
     store: storeConfigSchema,
     admin: adminConfigSchema,
+    tracing: tracingConfigSchema,
     log: z
       .object({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info') })
       .strict()

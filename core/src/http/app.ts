@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import Router from '@koa/router';
 import Koa from 'koa';
 import type { Context, Middleware } from 'koa';
@@ -13,6 +12,7 @@ import type { TokenResponse } from '../oauth/token-response.js';
 import type { Readiness } from './drain.js';
 import { runReadinessChecks, type ReadinessCheck } from './readiness.js';
 import { receiveBodyFirst } from './body-text.js';
+import { traceRequests } from './request-span.js';
 import { readFormBody } from './form-body.js';
 import { readJsonParameters } from './json-body.js';
 import { renderErrors } from './render-errors.js';
@@ -168,9 +168,8 @@ export function createHttpApp(deps: HttpAppDeps): Koa {
     ctx.body = { status: report.ready ? 'ready' : 'unavailable', checks: report.checks };
   });
 
+  app.use(traceRequests);
   app.use(async (ctx, next) => {
-    ctx.state.requestId = randomUUID();
-    ctx.set('X-Request-Id', ctx.state.requestId as string);
     ctx.set('X-Content-Type-Options', 'nosniff');
     await next();
     if (ctx.status === 404 && ctx.body === undefined) {

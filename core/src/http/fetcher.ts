@@ -3,7 +3,9 @@ import type { LookupAddress } from 'node:dns';
 import { isIP, type LookupFunction } from 'node:net';
 import ipaddr from 'ipaddr.js';
 import { Agent, fetch, type Response } from 'undici';
+import { SpanKind, type Span } from '@opentelemetry/api';
 import { UpstreamError, type FetchJsonOptions, type HttpFetcher } from '@tessera/plugin-sdk';
+import { inSpan } from '../telemetry/tracing.js';
 
 export interface GuardedFetcherOptions {
   /** Also lets https reach loopback: development and tests only. */
@@ -160,6 +162,17 @@ export class GuardedFetcher implements HttpFetcher {
 
   async getJson(target: string, options: FetchJsonOptions = {}): Promise<unknown> {
     const url = this.#checkUrl(target);
+    // url.full without query or fragment: a discovery document may put anything there.
+    const attributes = {
+      'http.request.method': 'GET',
+      'url.full': `${url.origin}${url.pathname}`,
+      'server.address': url.hostname,
+      'server.port': Number(url.port || (url.protocol === 'https:' ? 443 : 80)),
+    };
+    return inSpan('GET', attributes, (span) => this.#getJson(url, options, span), SpanKind.CLIENT);
+  }
+
+  async #getJson(url: URL, options: FetchJsonOptions, span: Span): Promise<unknown> {
     const maxBytes = options.maxBytes ?? this.options.maxResponseBytes;
     const timeout = AbortSignal.timeout(options.timeoutMs ?? this.options.timeoutMs);
     const signal = options.signal ? AbortSignal.any([timeout, options.signal]) : timeout;
@@ -170,6 +183,7 @@ export class GuardedFetcher implements HttpFetcher {
     } catch (cause) {
       throw refusalIn(cause) ?? new UpstreamError(`fetch ${url.origin} failed`, { cause });
     }
+    span.setAttribute('http.response.status_code', response.status);
     if (response.status !== 200) {
       await response.body?.cancel().catch(() => undefined);
       throw new UpstreamError(`fetch ${url.origin} answered HTTP ${response.status}`);

@@ -27,6 +27,7 @@ import { checkIdentity } from './identity-checks.js';
 import { storeAnswer } from '../state/unavailable.js';
 import { hashClientSecret, parseScryptHash, verifyClientSecret, type ScryptHash } from './client-secret.js';
 import type { TokenRequest } from './request.js';
+import { inSpan } from '../telemetry/tracing.js';
 
 type ClientAuthOptions = BrokerConfig['clientAuth'];
 
@@ -114,7 +115,16 @@ export class ClientAuthenticator {
     return spiffeId.startsWith('spiffe://') ? this.#workloadClients.find((client) => client.matches(spiffeId))?.config : undefined;
   }
 
-  async authenticate(request: TokenRequest, options: AuthenticateOptions = {}): Promise<AuthenticatedClient> {
+  /** One span per call; the client is named on it only once authenticated, never what was presented. */
+  authenticate(request: TokenRequest, options: AuthenticateOptions = {}): Promise<AuthenticatedClient> {
+    return inSpan('authenticate client', {}, async (span) => {
+      const client = await this.#authenticate(request, options);
+      span.setAttributes({ 'tessera.client.id': client.id, 'tessera.client.auth_method': client.authMethod });
+      return client;
+    });
+  }
+
+  async #authenticate(request: TokenRequest, options: AuthenticateOptions): Promise<AuthenticatedClient> {
     const basic = request.authorization !== undefined;
     const post = request.get('client_secret') !== undefined;
     const assertion = request.get('client_assertion') !== undefined || request.get('client_assertion_type') !== undefined;

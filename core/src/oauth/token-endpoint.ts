@@ -70,7 +70,7 @@ export class TokenEndpoint {
     try {
       response = await this.#dispatch(await readRequest(), trace);
     } catch (caught) {
-      const error = caught instanceof OAuthError ? caught : this.#fault(caught);
+      const error = caught instanceof OAuthError ? caught : this.#fault(caught, requestId);
       await this.#record(via, requestId, started, trace, error);
       throw error;
     }
@@ -102,8 +102,8 @@ export class TokenEndpoint {
     }
   }
 
-  #fault(error: unknown): OAuthError {
-    this.deps.log.error({ err: error }, 'token endpoint fault');
+  #fault(error: unknown, requestId: string): OAuthError {
+    this.deps.log.error({ err: error, requestId }, 'token endpoint fault');
     return new ServerError(undefined, { detail: 'unexpected error' });
   }
 

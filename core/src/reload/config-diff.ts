@@ -4,9 +4,9 @@ import type { BrokerConfig } from '../config/schema.js';
 /**
  * Settings the process holds, not a config generation: the listener (TLS included) and its connection
  * and in-flight bounds, where it writes (audit, logs), its identity (issuer: every token names it), the
- * outbound fetcher and the state store.
+ * outbound fetcher, the state store and the tracer provider (registered once per process).
  */
-export const RESTART_ONLY_SETTINGS = ['issuer', 'listen', 'limits.connections', 'limits.inFlight', 'network', 'audit', 'log', 'store'] as const;
+export const RESTART_ONLY_SETTINGS = ['issuer', 'listen', 'limits.connections', 'limits.inFlight', 'network', 'audit', 'log', 'store', 'tracing'] as const;
 
 /** Restart-only settings that differ between two configs. */
 export function restartOnlyChanges(running: BrokerConfig, next: BrokerConfig): string[] {
