@@ -16,6 +16,7 @@ const COMMANDS: readonly (readonly string[])[] = [
   ['config', 'validate'],
   ['config', 'print'],
   ['plugins', 'list'],
+  ['plugin', 'init'],
   ['policy', 'explain'],
   ['keys', 'generate'],
   ['secret', 'hash'],
@@ -23,6 +24,7 @@ const COMMANDS: readonly (readonly string[])[] = [
   ['revoke'],
   ['revocations', 'list'],
   ['exchange'],
+  ['healthcheck'],
 ];
 
 describe('tessera CLI conventions', () => {

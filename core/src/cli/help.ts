@@ -1,4 +1,6 @@
 import { createRequire } from 'node:module';
+import { PLUGIN_INIT_USAGE } from './plugin-init.js';
+import { HEALTHCHECK_USAGE } from './healthcheck.js';
 
 /** The version of the installed broker (core's package.json, from src/cli or dist/cli alike). */
 export function brokerVersion(): string {
@@ -7,6 +9,7 @@ export function brokerVersion(): string {
 
 /** What `tessera COMMAND --help` prints: usage, what it does, exit codes and an example or two. */
 export const COMMAND_HELP: Readonly<Record<string, string>> = {
+  healthcheck: HEALTHCHECK_USAGE,
   serve: `usage: tessera serve --config PATH... [--workers N]
 
 Runs the broker. Repeat --config to merge files or directories, in order. PORT overrides the port.
@@ -82,3 +85,4 @@ example:
   tessera audit verify /var/log/tessera/audit.jsonl.1 /var/log/tessera/audit.jsonl
 `,
 };
+  plugin: PLUGIN_INIT_USAGE,

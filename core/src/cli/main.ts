@@ -22,7 +22,6 @@ import { brokerVersion, COMMAND_HELP } from './help.js';
 import { formatPluginSummaries, summarizePlugins } from './plugins-list.js';
 import { revocationsCommand, revokeCommand, REVOKE_USAGE, RevocationUsageError } from './revocations.js';
 import { explainPolicy, explainRequestSchema, formatExplanation } from './policy-explain.js';
-import { coreTokens } from '../di/tokens.js';
 import { generatePrivateJwk } from '../keys/key-ring.js';
 import { hashClientSecret } from '../oauth/client-secret.js';
 import { SIGNING_ALGORITHMS } from '../config/schema.js';
@@ -54,6 +53,8 @@ const USAGE = `usage: tessera <command> [-h|--help]
   audit verify FILE...             check the audit hash chain across files, oldest rotated file first
                                    (exit 0 intact, 1 at the first broken line, printed as FILE:LINE: reason)
 `;
+  healthcheck [--ready] [--url URL | --config PATH...]
+                                   probe a running broker's /healthz (/readyz): exit 0 healthy, 1 not
 
 class UsageError extends Error {
   /** The usage text printed after the message: the whole CLI's, or one command's. */
@@ -90,6 +91,8 @@ async function main(argv: string[]): Promise<number> {
     case 'policy':
       return policyCommand(rest);
     case 'exchange':
+    case 'plugin':
+      return pluginCommand(rest);
       return exchangeCommand(rest);
     case 'revoke':
     case 'revocations':
@@ -97,6 +100,13 @@ async function main(argv: string[]): Promise<number> {
     case 'audit':
       if (rest[0] !== 'verify' || rest.length < 2) throw new UsageError('audit verify FILE...  (rotated files oldest first)');
       return auditVerifyCommand(rest.slice(1), (text) => process.stdout.write(text), (text) => process.stderr.write(text));
+    case 'healthcheck':
+      try {
+        return await healthcheckCommand(rest, { out: (text) => process.stdout.write(text), err: (text) => process.stderr.write(text) });
+      } catch (error) {
+        if (error instanceof HealthcheckUsageError) throw new UsageError(error.message, HEALTHCHECK_USAGE);
+        throw error;
+      }
     case '--version':
     case '-V':
       process.stdout.write(`tessera ${brokerVersion()}\n`);
@@ -130,6 +140,8 @@ async function serve(args: string[]): Promise<number> {
   // Handlers go in before the "listening" line: a supervisor may signal as soon as it reads it.
   const stopped = stopSignal(log);
   reopenAuditOnHangUp(broker, log);
+  // Restart-only (reload/config-diff.ts): one tracer provider per process.
+  const stopTracing = await startTracing(loaded.config.tracing, log);
   reloadOnHangUp(broker, log);
   // `reload.watch` and `reload.debounceMs` are read at each change, so a reload can turn the watch off.
   const watch = watchConfigPaths(
