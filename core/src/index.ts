@@ -15,6 +15,9 @@ export type { BrokerConfig, BrokerConfigInput, ClientConfig, PolicyRuleConfig } 
 export { brokerJsonSchema } from './config/json-schema.js';
 export { resolvePlugins } from './plugins/loader.js';
 export { checkConfig } from './config/check.js';
+export { inspectConfig } from './compose/inspect.js';
+export type { Inspection } from './compose/inspect.js';
+export type { Unchecked } from './compose/scope.js';
 export type { LoadedPlugin, PluginEntryResult } from './plugins/loader.js';
 export { AuditSinkError, MemoryAuditSink } from './audit/audit-log.js';
 export { ChainedAuditSink } from './audit/chained-sink.js';

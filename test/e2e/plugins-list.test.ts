@@ -66,6 +66,8 @@ it('fails with the loader’s message when a plugin cannot load', async () => {
   await writeFile(broken, 'issuer: http://127.0.0.1:9\nkeys: { generate: true }\nplugins:\n  - use: "@tessera/plugin-nope"\n');
   const run = await tessera(['plugins', 'list', broken]);
   expect(run.code).toBe(1);
-  expect(run.stderr).toBe(`${broken}:4: plugins[0].use: cannot load plugin "@tessera/plugin-nope"\n`);
+  // The cause, and where the loader looked: beside the config and with the broker.
+  expect(run.stderr).toContain(`${broken}:4: plugins[0].use: plugin package "@tessera/plugin-nope" is not installed (searched node_modules upward from ${dir} and from `);
+  expect(run.stderr).toContain('npm install @tessera/plugin-nope\n');
   expect((await tessera(['plugins'])).code).toBe(2);
 });

@@ -70,7 +70,7 @@ describe('plugins reach only the services the SDK documents', () => {
   it('refuses at startup a plugin asking for a core-only token, naming the plugin and the token', async () => {
     const error = await startBroker(() => ({ plugins: [{ use: './fixtures/nosy-plugin.mjs' }, accessTokenPlugin] }), fixtures).catch((caught: unknown) => caught);
     expect(error).toBeInstanceOf(ConfigError);
-    expect((error as ConfigError).problems).toEqual([expect.stringMatching(/^plugin nosy-plugin: deps\.config asks for tessera\.config, which is not a plugin service/)]);
+    expect((error as ConfigError).problems).toEqual([expect.stringMatching(/^plugins\[0\]: plugin "nosy-plugin": deps\.config asks for tessera\.config, which is not a plugin service/)]);
   });
 });
 

@@ -26,7 +26,9 @@ examples:
        tessera config print [--resolved] PATH...
        tessera config schema
 
-validate: checks a config as serve would load it, printing each problem as FILE:LINE: path: message.
+validate: plans the broker exactly as serve does (plugins started for inspection, every cross-check) and
+          prints every problem at once as FILE:LINE: path: message. Writes nothing, dials nothing: what
+          only the network could tell (a Redis server, issuers' keys) is listed as "not checked".
 print:    the merged config with secrets redacted (--resolved: with every default applied).
 schema:   the config JSON Schema (for editors).
 
@@ -38,8 +40,8 @@ examples:
 `,
   plugins: `usage: tessera plugins list [--json] --config PATH...
 
-Starts the configured plugins (the broker never listens) and prints the token types each validates and
-issues and the attributes it extracts.
+Plans the broker as serve does, plugins started for inspection only (nothing listens, nothing is dialled),
+and prints the token types each validates and issues and the attributes it extracts.
 
 exit: 0 listed, 1 invalid config or a plugin failed to start, 2 usage
 
@@ -49,7 +51,9 @@ example:
   policy: `usage: tessera policy explain --config PATH... --request FILE [--json]
 
 Which rule decides the request described in FILE (JSON), why the others do not, and the claims the token
-would carry.
+would carry. The decision is the exchange pipeline's own (delegation, policy, grant checks), on the broker
+serve would plan; identities in FILE stand for verified tokens. Nothing is written or dialled, so the
+kill switch in a shared store is not consulted.
 
 exit: 0 allowed, 3 refused, 1 invalid config, 2 usage
 
@@ -84,5 +88,5 @@ exit: 0 intact, 1 at the first broken line (printed as FILE:LINE: reason), 2 usa
 example:
   tessera audit verify /var/log/tessera/audit.jsonl.1 /var/log/tessera/audit.jsonl
 `,
-};
   plugin: PLUGIN_INIT_USAGE,
+};

@@ -16,10 +16,12 @@ import { checkConfig } from '../config/check.js';
 import { brokerJsonSchema } from '../config/json-schema.js';
 import { loadConfigFiles } from '../config/load.js';
 import { renderConfig } from '../config/print.js';
-import { MemoryAuditSink } from '../audit/audit-log.js';
-import { createLogger } from '../logging.js';
+import { inspectConfig, type Inspection } from '../compose/inspect.js';
+import type { GenerationPlan } from '../compose/plan.js';
 import { brokerVersion, COMMAND_HELP } from './help.js';
 import { formatPluginSummaries, summarizePlugins } from './plugins-list.js';
+import { pluginCommand } from './plugin-init.js';
+import { healthcheckCommand, HealthcheckUsageError, HEALTHCHECK_USAGE } from './healthcheck.js';
 import { revocationsCommand, revokeCommand, REVOKE_USAGE, RevocationUsageError } from './revocations.js';
 import { explainPolicy, explainRequestSchema, formatExplanation } from './policy-explain.js';
 import { generatePrivateJwk } from '../keys/key-ring.js';
@@ -37,6 +39,7 @@ const USAGE = `usage: tessera <command> [-h|--help]
                                    print the merged config, secrets redacted (--resolved: defaults applied)
   config schema                    print the config JSON Schema
   plugins list [--json] PATH...    start the configured plugins, print what each validates, issues, enriches
+  plugin init NAME [--dir DIR]     scaffold a plugin package that builds and passes its contract test
   policy explain --config PATH... --request FILE [--json]
                                    which rule decides a described request, why the others do not, and the
                                    claims the token would carry (exit 0 allowed, 3 refused)
@@ -50,11 +53,11 @@ const USAGE = `usage: tessera <command> [-h|--help]
                                    on every broker sharing the Redis store (tessera revoke --help)
   revocations list|delete --config PATH... [--json | TARGET]
                                    the kill-switch entries in force; delete one
+  healthcheck [--ready] [--url URL | --config PATH...]
+                                   probe a running broker's /healthz (/readyz): exit 0 healthy, 1 not
   audit verify FILE...             check the audit hash chain across files, oldest rotated file first
                                    (exit 0 intact, 1 at the first broken line, printed as FILE:LINE: reason)
 `;
-  healthcheck [--ready] [--url URL | --config PATH...]
-                                   probe a running broker's /healthz (/readyz): exit 0 healthy, 1 not
 
 class UsageError extends Error {
   /** The usage text printed after the message: the whole CLI's, or one command's. */
@@ -88,18 +91,15 @@ async function main(argv: string[]): Promise<number> {
       return secretCommand(rest);
     case 'plugins':
       return pluginsCommand(rest);
+    case 'plugin':
+      return pluginCommand(rest);
     case 'policy':
       return policyCommand(rest);
     case 'exchange':
-    case 'plugin':
-      return pluginCommand(rest);
       return exchangeCommand(rest);
     case 'revoke':
     case 'revocations':
       return killSwitchCommand(command, rest);
-    case 'audit':
-      if (rest[0] !== 'verify' || rest.length < 2) throw new UsageError('audit verify FILE...  (rotated files oldest first)');
-      return auditVerifyCommand(rest.slice(1), (text) => process.stdout.write(text), (text) => process.stderr.write(text));
     case 'healthcheck':
       try {
         return await healthcheckCommand(rest, { out: (text) => process.stdout.write(text), err: (text) => process.stderr.write(text) });
@@ -107,6 +107,9 @@ async function main(argv: string[]): Promise<number> {
         if (error instanceof HealthcheckUsageError) throw new UsageError(error.message, HEALTHCHECK_USAGE);
         throw error;
       }
+    case 'audit':
+      if (rest[0] !== 'verify' || rest.length < 2) throw new UsageError('audit verify FILE...  (rotated files oldest first)');
+      return auditVerifyCommand(rest.slice(1), (text) => process.stdout.write(text), (text) => process.stderr.write(text));
     case '--version':
     case '-V':
       process.stdout.write(`tessera ${brokerVersion()}\n`);
@@ -137,11 +140,11 @@ async function serve(args: string[]): Promise<number> {
   const slot = workerSlot();
   const broker = await createBroker(loaded.config, { baseDir: loaded.baseDir, locate: loaded.locate, configFiles: paths, ...(logger ? { logger } : {}), ...(slot ? { worker: slot } : {}) });
   const log = broker.resolve(tokens.logger);
+  // Restart-only (reload/config-diff.ts): one tracer provider per process.
+  const stopTracing = await startTracing(loaded.config.tracing, log);
   // Handlers go in before the "listening" line: a supervisor may signal as soon as it reads it.
   const stopped = stopSignal(log);
   reopenAuditOnHangUp(broker, log);
-  // Restart-only (reload/config-diff.ts): one tracer provider per process.
-  const stopTracing = await startTracing(loaded.config.tracing, log);
   reloadOnHangUp(broker, log);
   // `reload.watch` and `reload.debounceMs` are read at each change, so a reload can turn the watch off.
   const watch = watchConfigPaths(
@@ -152,14 +155,14 @@ async function serve(args: string[]): Promise<number> {
       broker.reload().catch((error: unknown) => log.error({ err: error instanceof Error ? error.message : String(error) }, 'reload failed'));
     },
     { log, debounceMs: () => broker.config.reload.debounceMs },
-  // Restart-only (reload/config-diff.ts): one tracer provider per process.
-  const stopTracing = await startTracing(loaded.config.tracing, log);
   );
   const running = await broker.listen();
   announceListening(running.url, broker.info.issuer);
   const signal = await stopped;
   watch.close();
   const status = leaveFleet(await shutDown(broker, signal, log));
+  // After the broker closed, so the spans of the last requests are in the final export.
+  await stopTracing();
   // An audit write stuck in the kernel (a stalled pipe) would keep the process alive: exit anyway.
   if (status !== 0) process.exit(status);
   return status;
@@ -173,8 +176,6 @@ function parseConfigArgs<T extends ParseArgsConfig>(config: T): { paths: string[
   const paths = tokens.flatMap((token) => {
     if (token.kind === 'positional') return [token.value];
     return token.kind === 'option' && token.name === 'config' && token.value !== undefined ? [token.value] : [];
-  // After the broker closed, so the spans of the last requests are in the final export.
-  await stopTracing();
   });
   return { paths, values };
 }
@@ -190,8 +191,10 @@ async function configCommand(args: string[]): Promise<number> {
     if (paths.length === 0) throw new UsageError('config validate needs PATH');
     try {
       const loaded = await loadConfigFiles(paths);
-      await checkConfig(loaded);
+      const unchecked = await checkConfig(loaded);
       process.stdout.write(`${loaded.files.join(', ')}: valid\n`);
+      // Valid as far as this machine can tell: what serve would still find out over the network.
+      for (const { what, why } of unchecked) process.stdout.write(`  not checked: ${what}: ${why}\n`);
       return 0;
     } catch (error) {
       if (!(error instanceof ConfigError)) throw error;
@@ -259,14 +262,13 @@ async function pluginsCommand(args: string[]): Promise<number> {
   if (sub !== 'list') throw new UsageError('plugins list [--json] --config PATH...');
   const { paths, values } = parseConfigArgs({ args: rest, allowPositionals: true, options: { ...CONFIG_OPTION, json: { type: 'boolean' } } });
   if (paths.length === 0) throw new UsageError('plugins list needs --config PATH');
-  const loaded = await loadConfigFiles(paths);
-  // Token types are known only once plugins have started; the broker is built but never listens.
-  const broker = await createBroker(loaded.config, { baseDir: loaded.baseDir, locate: loaded.locate, logger: createLogger('warn'), audit: new MemoryAuditSink() });
+  const inspection = await inspected(paths);
   try {
-    const summaries = summarizePlugins(broker);
+    // Token types are known only once plugins have started: they start with purpose `check`, nothing listens.
+    const summaries = summarizePlugins(inspection.plan.plugins);
     process.stdout.write(values.json ? `${JSON.stringify(summaries, null, 2)}\n` : formatPluginSummaries(summaries));
   } finally {
-    await broker.close();
+    await inspection.close();
   }
   return 0;
 }
@@ -288,23 +290,24 @@ async function policyCommand(args: string[]): Promise<number> {
   }
   const checked = explainRequestSchema.safeParse(described);
   if (!checked.success) throw new UsageError(`--request ${values.request}:\n${z.prettifyError(checked.error)}`);
-  const loaded = await loadConfigFiles(paths);
-  // Like `plugins list`: plugins start (their issuers preview claims), the broker never listens. Their
-  // warnings about unreachable infrastructure do not matter to an explanation.
-  const broker = await createBroker(loaded.config, { baseDir: loaded.baseDir, locate: loaded.locate, logger: createLogger('error'), audit: new MemoryAuditSink() });
+  const inspection = await inspected(paths);
   try {
-    const report = explainPolicy(checked.data, {
-      policy: broker.resolve(coreTokens.policy),
-      validators: broker.resolve(coreTokens.validators),
-      issuers: broker.resolve(coreTokens.issuers),
-      brokerIssuer: broker.info.issuer,
-      maxChainDepth: broker.config.delegation.maxChainDepth,
-    });
+    const report = await explainPolicy(checked.data, { pipeline: inspection.plan.pipeline, issuers: inspection.plan.issuers, brokerIssuer: inspection.plan.config.issuer });
     process.stdout.write(values.json ? `${JSON.stringify(report, null, 2)}\n` : formatExplanation(report));
     return report.decision.allowed ? 0 : EXIT_REFUSED;
   } finally {
-    await broker.close();
+    await inspection.close();
   }
+}
+
+/** The config planned as serve plans it, for a read-only command; a config serve would refuse is refused. */
+async function inspected(paths: readonly string[]): Promise<Inspection & { plan: GenerationPlan }> {
+  const inspection = await inspectConfig(await loadConfigFiles(paths));
+  if (!inspection.plan) {
+    await inspection.close();
+    throw new ConfigError(inspection.problems);
+  }
+  return inspection as Inspection & { plan: GenerationPlan };
 }
 
 async function keysCommand(args: string[]): Promise<number> {

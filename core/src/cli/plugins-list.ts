@@ -1,4 +1,4 @@
-import type { Broker } from '../broker.js';
+import type { LoadedPlugin } from '../plugins/loader.js';
 
 export interface PluginSummary {
   readonly name: string;
@@ -12,8 +12,8 @@ export interface PluginSummary {
 }
 
 /** What each loaded plugin provides, in config order. */
-export function summarizePlugins(broker: Broker): PluginSummary[] {
-  return broker.plugins.map((plugin) => ({
+export function summarizePlugins(plugins: readonly LoadedPlugin[]): PluginSummary[] {
+  return plugins.map((plugin) => ({
     name: plugin.name,
     version: plugin.version,
     use: plugin.use,

@@ -1,13 +1,13 @@
 import { z } from 'zod';
 import { OAuthError, TOKEN_TYPE_ACCESS_TOKEN, type AuthenticatedClient, type TokenTypeUrn, type VerifiedIdentity } from '@tessera/plugin-sdk';
 import { GRANT_TYPE_NAMES } from '../config/schema.js';
-import { planDelegation, type ChainMember } from '../policy/delegation.js';
-import { checkTargetsAndScope, type TargetsAndScope } from '../oauth/parameters.js';
+import type { ChainMember } from '../policy/delegation.js';
+import type { ExchangePipeline, ExchangeTrace } from '../oauth/exchange-pipeline.js';
+import { checkTargetsAndScope } from '../oauth/parameters.js';
 import { FRONT_DOORS } from '../oauth/request.js';
-import { unsafeGrantValue } from '../oauth/target-values.js';
 import { GRANT_TYPE_URIS } from '../oauth/token-endpoint.js';
-import type { IssuerRegistry, ValidatorRegistry } from '../plugins/registry.js';
-import type { PolicyEngine, RuleExplanation } from '../policy/policy-engine.js';
+import type { IssuerRegistry } from '../plugins/registry.js';
+import type { RuleExplanation } from '../policy/policy-engine.js';
 
 const identitySchema = z
   .object({
@@ -48,11 +48,10 @@ export const explainRequestSchema = z
 export type ExplainRequest = z.input<typeof explainRequestSchema>;
 
 export interface ExplainContext {
-  readonly policy: PolicyEngine;
-  readonly validators: ValidatorRegistry;
+  /** The pipeline of the broker the config plans: its `decide` is the one a real request runs. */
+  readonly pipeline: ExchangePipeline;
   readonly issuers: IssuerRegistry;
   readonly brokerIssuer: string;
-  readonly maxChainDepth: number;
 }
 
 export interface ExplainReport {
@@ -72,8 +71,11 @@ export interface ExplainReport {
   };
 }
 
-/** Runs a described request through delegation checks and policy, the way the token endpoint would. */
-export function explainPolicy(input: unknown, context: ExplainContext): ExplainReport {
+/**
+ * Runs a described request through the exchange pipeline's own decision (delegation, policy, the grant
+ * checks), stopping before anything is issued. Identities stand for tokens validators would have verified.
+ */
+export async function explainPolicy(input: unknown, context: ExplainContext): Promise<ExplainReport> {
   const request = explainRequestSchema.parse(input);
   const now = request.now ? new Date(request.now) : new Date();
   const subject = identityFrom(request.subject, now);
@@ -84,79 +86,52 @@ export function explainPolicy(input: unknown, context: ExplainContext): ExplainR
     // A spiffe_jwt client is the workload its JWT-SVID proved.
     ...(request.client.authMethod === 'spiffe_jwt' ? { identity: spiffeClientIdentity(request.client.id, now) } : {}),
   };
-  const actorTrust = actor && context.validators.trustOf(actor.tokenType);
-  const subjectTrust = request.grantType !== 'client_credentials' && context.validators.verifiesBrokerTokens(subject.tokenType) ? 'broker' : undefined;
-  let chain: readonly ChainMember[] = [];
+  const list = (value: string | string[] | undefined) => (value === undefined ? [] : [value].flat());
+  const trace: ExchangeTrace = {};
+  const report: { rules?: readonly RuleExplanation[]; readonly now: Date } = { now };
+  const refused = (error: OAuthError): ExplainReport => ({
+    decision: { allowed: false, error: error.code, reason: error.detail ?? error.code, ...(trace.ruleId ? { ruleId: trace.ruleId } : {}) },
+    chain: trace.chain ?? [],
+    rules: report.rules ?? [],
+  });
   try {
-    chain = planDelegation(
+    // The token endpoint refuses unsafe targets and scopes before any rule is tried; so does explain.
+    const requested = checkTargetsAndScope(list(request.audience), list(request.resource), request.scope);
+    const decision = await context.pipeline.decide(
       {
+        grantType: request.grantType,
+        grantTypeUri: GRANT_TYPE_URIS[request.grantType],
+        endpoint: request.endpoint,
         client,
         subject,
-        ...(subjectTrust ? { subjectTrust } : {}),
         ...(actor ? { actor } : {}),
-        ...(actorTrust ? { actorTrust } : {}),
-        brokerIssuer: context.brokerIssuer,
-        maxChainDepth: context.maxChainDepth,
+        requestedTokenType: request.requestedTokenType,
+        audiences: requested.audiences,
+        resources: requested.resources,
+        scopes: requested.scopes,
       },
-      (members) => (chain = members),
-    ).members;
-  } catch (error) {
-    if (!(error instanceof OAuthError)) throw error;
-    return { decision: { allowed: false, error: error.code, reason: error.detail ?? error.code }, chain, rules: [] };
-  }
-
-  const subjectValidator = request.grantType === 'client_credentials' ? undefined : context.validators.pluginOf(subject.tokenType);
-  const actorValidator = actor && context.validators.pluginOf(actor.tokenType);
-  const list = (value: string | string[] | undefined) => (value === undefined ? [] : [value].flat());
-  // The token endpoint refuses unsafe targets and scopes before any rule is tried; so does explain.
-  let requested: TargetsAndScope;
-  try {
-    requested = checkTargetsAndScope(list(request.audience), list(request.resource), request.scope);
-  } catch (error) {
-    if (!(error instanceof OAuthError)) throw error;
-    return { decision: { allowed: false, error: error.code, reason: error.detail ?? error.code }, chain, rules: [] };
-  }
-  const { decision, rules } = context.policy.explain({
-    grantType: request.grantType,
-    grantTypeUri: GRANT_TYPE_URIS[request.grantType],
-    endpoint: request.endpoint,
-    client,
-    subject,
-    ...(subjectValidator ? { subjectValidator } : {}),
-    ...(actor ? { actor } : {}),
-    ...(actorValidator ? { actorValidator } : {}),
-    ...(actorTrust ? { actorTrust } : {}),
-    chain,
-    requestedTokenType: request.requestedTokenType as TokenTypeUrn,
-    targets: [...requested.audiences, ...requested.resources],
-    scopes: requested.scopes,
-    now,
-  });
-  if (!decision.allowed) {
+      trace,
+      report,
+    );
+    const { grant } = decision;
+    const issuerPlugin = context.issuers.pluginOf(grant.tokenType);
+    const claims = decision.issuer.preview?.(grant, { brokerIssuer: context.brokerIssuer, now });
     return {
-      decision: { allowed: false, error: decision.error.code, reason: decision.error.detail ?? decision.reason, ...(decision.ruleId ? { ruleId: decision.ruleId } : {}) },
-      chain,
-      rules,
+      decision: { allowed: true, ruleId: decision.ruleId },
+      chain: trace.chain ?? [],
+      rules: report.rules ?? [],
+      token: {
+        tokenType: grant.tokenType,
+        ...(issuerPlugin ? { issuerPlugin } : {}),
+        lifetimeSeconds: grant.lifetimeSeconds,
+        parameters: grant.parameters,
+        ...(claims ? { claims } : {}),
+      },
     };
+  } catch (error) {
+    if (error instanceof OAuthError) return refused(error);
+    throw error;
   }
-  const { grant } = decision;
-  const unfit = unsafeGrantValue(grant) ?? context.issuers.grantRefusal(grant.tokenType, grant);
-  if (unfit) return { decision: { allowed: false, error: 'invalid_request', reason: unfit, ruleId: decision.ruleId }, chain, rules };
-  const issuer = context.issuers.get(grant.tokenType);
-  const issuerPlugin = context.issuers.pluginOf(grant.tokenType);
-  const claims = issuer?.preview?.(grant, { brokerIssuer: context.brokerIssuer, now });
-  return {
-    decision: { allowed: true, ruleId: decision.ruleId },
-    chain,
-    rules,
-    token: {
-      tokenType: grant.tokenType,
-      ...(issuerPlugin ? { issuerPlugin } : {}),
-      lifetimeSeconds: grant.lifetimeSeconds,
-      parameters: grant.parameters,
-      ...(claims ? { claims } : {}),
-    },
-  };
 }
 
 /** Human-readable report, one rule per block. */

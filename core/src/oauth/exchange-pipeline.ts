@@ -13,7 +13,9 @@ import {
   type Grant,
   type IssuedToken,
   type Logger,
+  type SubjectValidator,
   type TokenTypeUrn,
+  type TokenIssuer,
   type ValidationContext,
   type ValidationRole,
   type VerifiedIdentity,
@@ -24,8 +26,9 @@ import { checkIdentity, isAttributeMap } from './identity-checks.js';
 import type { FrontDoor } from './request.js';
 import { unsafeGrantValue } from './target-values.js';
 import type { IssuerRegistry, ValidatorRegistry } from '../plugins/registry.js';
-import type { PolicyEngine } from '../policy/policy-engine.js';
+import type { PolicyDecision, PolicyEngine, PolicyRequest, RuleExplanation } from '../policy/policy-engine.js';
 import { KillSwitchQuery, type KillSwitch } from '../state/kill-switch.js';
+import { errorCode, inSpan, markFailed, tracer } from '../telemetry/tracing.js';
 
 /** RFC 8693 §2.2.2: one fixed description for every kill-switch refusal; the audit record names the entry kind. */
 export const REVOKED_PARTY = 'a party to this request has been revoked';
@@ -54,6 +57,15 @@ export interface ExchangeInput {
   readonly audiences: readonly string[];
   readonly resources: readonly string[];
   readonly scopes: readonly string[] | undefined;
+}
+
+/** What policy granted, and the issuer that will mint it. */
+export interface ExchangeDecision {
+  readonly grant: Grant;
+  readonly ruleId: string;
+  readonly issuer: TokenIssuer;
+  readonly requestedTokenType: string;
+  readonly now: Date;
 }
 
 export interface ExchangeResult {
@@ -111,6 +123,20 @@ export class ExchangePipeline {
     // RFC 7523 §3: a JWT bearer assertion names this broker; the SPIFFE door asks the same of its tokens.
     // Extra audiences a plugin was configured to accept never apply there.
     const brokerAudienceOnly = role === 'assertion' || options.brokerAudienceOnly === true;
+    const plugin = this.deps.validators.pluginOf(tokenType) ?? 'unknown';
+    return inSpan(`validate ${plugin}`, { 'tessera.plugin': plugin, 'tessera.token_type': tokenType, 'tessera.validation.role': role }, () =>
+      this.#validate(validator, token, tokenType, role, options.client, brokerAudienceOnly),
+    );
+  }
+
+  async #validate(
+    validator: SubjectValidator,
+    token: string,
+    tokenType: string,
+    role: ValidationRole,
+    client: AuthenticatedClient | undefined,
+    brokerAudienceOnly: boolean,
+  ): Promise<VerifiedIdentity> {
     const budget = AbortSignal.timeout(this.deps.validationTimeoutMs);
     const timedOut = new Promise<never>((_, reject) => {
       budget.addEventListener('abort', () => reject(new TemporarilyUnavailable('token validation timed out, retry later', { detail: `${role} validation timeout` })), {
@@ -126,7 +152,7 @@ export class ExchangePipeline {
       now: this.deps.clock.now(),
       signal: budget,
       ...(brokerAudienceOnly ? { brokerAudienceOnly: true } : {}),
-      ...(options.client ? { client: options.client } : {}),
+      ...(client ? { client } : {}),
     };
     try {
       const identity = checkIdentity(await Promise.race([validator.validate(token, ctx), timedOut]), {
@@ -176,7 +202,13 @@ export class ExchangePipeline {
     return { ...identity, attributes: { ...identity.attributes, ...added } };
   }
 
-  async exchange(input: ExchangeInput, trace: ExchangeTrace): Promise<ExchangeResult> {
+  /**
+   * The decision half of an exchange: the issuer, the delegation chain, the kill switch, policy and the
+   * checks on its grant. Throws the refusal a request would get. `tessera policy explain` calls this too
+   * (with `explain`, which receives every rule's explanation, and the instant it describes), so an
+   * explanation cannot disagree with a request.
+   */
+  async decide(input: ExchangeInput, trace: ExchangeTrace, explain?: { rules?: readonly RuleExplanation[]; readonly now?: Date }): Promise<ExchangeDecision> {
     const requestedTokenType = input.requestedTokenType ?? TOKEN_TYPE_ACCESS_TOKEN;
     const issuer = this.deps.issuers.get(requestedTokenType);
     if (!issuer) throw new InvalidRequest('unsupported requested_token_type', { detail: 'no issuer for requested_token_type' });
@@ -200,10 +232,10 @@ export class ExchangePipeline {
 
     await this.#checkKillSwitch(input, chain);
 
-    const now = this.deps.clock.now();
+    const now = explain?.now ?? this.deps.clock.now();
     const subjectValidator = input.grantType === 'client_credentials' ? undefined : validators.pluginOf(input.subject.tokenType);
     const actorValidator = input.actor && validators.pluginOf(input.actor.tokenType);
-    const decision = this.deps.policy.decide({
+    const request: PolicyRequest = {
       grantType: input.grantType,
       grantTypeUri: input.grantTypeUri,
       endpoint: input.endpoint,
@@ -218,7 +250,15 @@ export class ExchangePipeline {
       targets: [...input.audiences, ...input.resources],
       scopes: input.scopes,
       now,
-    });
+    };
+    let decision: PolicyDecision;
+    if (explain) {
+      const explained = this.deps.policy.explain(request);
+      explain.rules = explained.rules;
+      decision = explained.decision;
+    } else {
+      decision = this.#decide(request);
+    }
     trace.ruleId = decision.ruleId;
     if (!decision.allowed) throw decision.error;
 
@@ -228,14 +268,22 @@ export class ExchangePipeline {
     if (unsafe) throw InvalidRequest.policy(unsafe);
     const unfit = this.deps.issuers.grantRefusal(requestedTokenType, grant);
     if (unfit) throw InvalidRequest.policy(unfit);
-    let issued: IssuedToken;
-    try {
-      issued = await issuer.issue(decision.grant, { brokerIssuer: this.deps.broker.issuer, now, signal: AbortSignal.timeout(this.deps.validationTimeoutMs) });
-    } catch (error) {
-      if (error instanceof OAuthError) throw error;
-      this.deps.log.error({ err: error, plugin: this.deps.issuers.pluginOf(requestedTokenType) }, 'issuer plugin fault');
-      throw new ServerError(undefined, { detail: 'issuer plugin fault' });
-    }
+    return { grant, ruleId: decision.ruleId, issuer, requestedTokenType, now };
+  }
+
+  async exchange(input: ExchangeInput, trace: ExchangeTrace): Promise<ExchangeResult> {
+    const decision = await this.decide(input, trace);
+    const { issuer, requestedTokenType, now } = decision;
+    const issuerPlugin = this.deps.issuers.pluginOf(requestedTokenType) ?? 'unknown';
+    const issued = await inSpan(`issue ${issuerPlugin}`, { 'tessera.plugin': issuerPlugin, 'tessera.token_type': requestedTokenType }, async () => {
+      try {
+        return await issuer.issue(decision.grant, { brokerIssuer: this.deps.broker.issuer, now, signal: AbortSignal.timeout(this.deps.validationTimeoutMs) });
+      } catch (error) {
+        if (error instanceof OAuthError) throw error;
+        this.deps.log.error({ err: error, plugin: issuerPlugin }, 'issuer plugin fault');
+        throw new ServerError(undefined, { detail: 'issuer plugin fault' });
+      }
+    });
     // Fail closed if an issuer would outlive what policy granted.
     if (!(issued.expiresIn > 0 && issued.expiresIn <= decision.grant.lifetimeSeconds)) {
       this.deps.log.error({ plugin: this.deps.issuers.pluginOf(requestedTokenType) }, 'issuer exceeded the granted lifetime');
@@ -254,6 +302,23 @@ export class ExchangePipeline {
       scopes: decision.grant.scopes,
     };
     return { grant: decision.grant, issued };
+  }
+
+  /** The policy decision in a span of its own: the rule that decided, and whether it allowed. */
+  #decide(request: PolicyRequest): PolicyDecision {
+    const span = tracer.startSpan('policy decide');
+    try {
+      const decision = this.deps.policy.decide(request);
+      span.setAttribute('tessera.policy.allowed', decision.allowed);
+      if (decision.ruleId !== undefined) span.setAttribute('tessera.policy.rule_id', decision.ruleId);
+      if (!decision.allowed) markFailed(span, decision.error.code);
+      return decision;
+    } catch (error) {
+      markFailed(span, errorCode(error));
+      throw error;
+    } finally {
+      span.end();
+    }
   }
 
   /** Everyone the request involves, in one store round trip: the client, the subject, the actor, the whole chain. */

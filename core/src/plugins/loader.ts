@@ -1,15 +1,20 @@
+import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { isAbsolute, join, resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import semver from 'semver';
 import type { DependencyContainer } from 'tsyringe';
-import { isPluginDefinition, PLUGIN_API_VERSION, tokens, type PluginDefinition, type PluginProvides } from '@tessera/plugin-sdk';
+import { isPluginDefinition, PLUGIN_API_VERSION, SDK_VERSION, tokens, type PluginDefinition, type PluginProvides, type PluginPurpose } from '@tessera/plugin-sdk';
 import { ConfigError, describeIssues, type Locator } from '../config/errors.js';
 import type { BrokerConfig } from '../config/schema.js';
+
+const SDK_PACKAGE = '@tessera/plugin-sdk';
 
 export interface PluginEntryResult {
   /** The config's `use:` value. */
   readonly use: string;
+  /** Its place in the config's `plugins` list. */
+  readonly index: number;
   readonly definition: PluginDefinition;
   readonly config: unknown;
 }
@@ -23,28 +28,136 @@ export interface LoadedPlugin {
   readonly provides: PluginProvides;
 }
 
-/** A config `use:` value: a package name, or a path relative to the config file. */
-async function importPlugin(use: string, baseDir: string): Promise<unknown> {
+/** Where a `use:` value was found, or why it could not be loaded: each cause gets its own message. */
+type ImportOutcome =
+  | { readonly ok: true; readonly exported: unknown }
+  | { readonly ok: false; readonly problem: string };
+
+/** The SDK this core was built against: a plugin resolving another copy would get tokens the broker never registered. */
+const coreSdkFile = (): string | undefined => {
+  try {
+    return realpathSync(fileURLToPath(import.meta.resolve('@tessera/plugin-sdk')));
+  } catch {
+    return undefined;
+  }
+};
+
+/** A config `use:` value: a path relative to the config file, or a package installed beside the config or with the broker. */
+async function importPlugin(use: string, baseDir: string): Promise<ImportOutcome> {
   const isPath = use.startsWith('.') || isAbsolute(use);
-  let specifier: string;
+  let file: string;
   if (isPath) {
-    specifier = pathToFileURL(resolve(baseDir, use)).href;
+    // Not checked on disk first: a loader hook (tsx, vitest) may map `./plugin.js` to its source.
+    file = resolve(baseDir, use);
   } else {
-    // Packages installed beside the config win; otherwise those installed with Tessera itself.
+    const found = locatePackage(use, baseDir);
+    if (!found.ok) return found;
+    file = found.file;
+  }
+  // Before importing: a plugin bound to another SDK copy would fail in confusing ways, or not at all.
+  const sdk = sdkProblem(use, file);
+  if (sdk) return { ok: false, problem: sdk };
+  let module: { default?: unknown };
+  try {
+    module = (await import(pathToFileURL(file).href)) as { default?: unknown };
+  } catch (error) {
+    const missing = (error as { code?: string }).code === 'ERR_MODULE_NOT_FOUND' && firstLine(error).includes(file);
+    if (isPath && missing) return { ok: false, problem: `plugin file "${use}" does not exist (looked for ${file})` };
+    // The plugin itself is there; something it imports is not, or its top level threw.
+    return { ok: false, problem: `importing plugin "${use}" threw: ${firstLine(error)}` };
+  }
+  return { ok: true, exported: module.default };
+}
+
+/** Beside the config first (an operator's own install), then where the broker itself is installed. */
+function locatePackage(use: string, baseDir: string): { ok: true; file: string } | { ok: false; problem: string } {
+  const places = [createRequire(join(baseDir, 'noop.js')), createRequire(import.meta.url)];
+  let unexported = false;
+  for (const require of places) {
     try {
-      specifier = pathToFileURL(createRequire(join(baseDir, 'noop.js')).resolve(use)).href;
-    } catch {
-      specifier = use;
+      return { ok: true, file: require.resolve(use) };
+    } catch (error) {
+      if ((error as { code?: string }).code === 'ERR_PACKAGE_PATH_NOT_EXPORTED') unexported = true;
     }
   }
-  return ((await import(specifier)) as { default?: unknown }).default;
+  if (unexported) {
+    // Exports only for `import` (no `default`/`require`): resolved as the broker would import it.
+    try {
+      return { ok: true, file: fileURLToPath(import.meta.resolve(use)) };
+    } catch {
+      return { ok: false, problem: `package "${use}" is installed but its package.json "exports" give no entry point the broker can import (add a "default" condition)` };
+    }
+  }
+  const brokerDir = dirname(fileURLToPath(import.meta.url));
+  return {
+    ok: false,
+    problem: `plugin package "${use}" is not installed (searched node_modules upward from ${baseDir} and from ${brokerDir}); install it beside the config or with the broker: npm install ${use}`,
+  };
+}
+
+function firstLine(error: unknown): string {
+  const message = error instanceof Error ? error.message : String(error);
+  return message.split('\n', 1)[0]!.slice(0, 300);
+}
+
+/** The nearest package.json above a module file, if it names a package. */
+function owningPackage(file: string): { dir: string; manifest: { name?: string; peerDependencies?: Record<string, string>; dependencies?: Record<string, string> } } | undefined {
+  for (let dir = dirname(file); ; dir = dirname(dir)) {
+    const manifest = join(dir, 'package.json');
+    if (existsSync(manifest)) {
+      try {
+        const parsed = JSON.parse(readFileSync(manifest, 'utf8')) as { name?: string };
+        if (typeof parsed.name === 'string') return { dir, manifest: parsed };
+      } catch {
+        return undefined;
+      }
+    }
+    if (dirname(dir) === dir) return undefined;
+  }
 }
 
 /**
- * Resolves every configured plugin, checks its API range against this core, and parses its config block
- * with its own schema. All problems are collected so `config validate` reports them in one go.
+ * A plugin must share the broker's SDK: its tokens are symbols, so a second copy hands the plugin tokens
+ * the broker never registered. Named here, before `init`, instead of surfacing as a DI error.
  */
-export async function resolvePlugins(entries: BrokerConfig['plugins'], baseDir: string, locate?: Locator): Promise<PluginEntryResult[]> {
+function sdkProblem(use: string, file: string): string | undefined {
+  const owner = owningPackage(file);
+  if (!owner) return undefined;
+  const declared = owner.manifest.peerDependencies?.[SDK_PACKAGE] ?? owner.manifest.dependencies?.[SDK_PACKAGE];
+  if (declared !== undefined && semver.validRange(declared) && !semver.satisfies(SDK_VERSION, declared, { includePrerelease: true })) {
+    return `plugin "${use}" needs ${SDK_PACKAGE} ${declared}, the broker has ${SDK_VERSION}`;
+  }
+  const core = coreSdkFile();
+  let theirs: string | undefined;
+  try {
+    theirs = realpathSync(createRequire(join(owner.dir, 'noop.js')).resolve(SDK_PACKAGE));
+  } catch {
+    return undefined; // the plugin does not import the SDK at all
+  }
+  if (core && theirs !== core) {
+    return `plugin "${use}" loads a second copy of ${SDK_PACKAGE} (${dirname(theirs)}; the broker's is ${dirname(core)}): make the SDK a peerDependency of the plugin and reinstall, or run npm dedupe`;
+  }
+  return undefined;
+}
+
+/** Why a default export is not a plugin, in terms a plugin author can act on. */
+function shapeProblem(use: string, exported: unknown): string {
+  if (exported === undefined) return `"${use}" has no default export (export default definePlugin({...}))`;
+  return `the default export of "${use}" is ${typeof exported === 'function' ? 'a function' : typeof exported}, not the result of definePlugin() from ${SDK_PACKAGE}`;
+}
+
+/** A plugin entry whose problems are known, in config order; `index` is its place in `plugins`. */
+export interface PluginResolution {
+  readonly results: PluginEntryResult[];
+  readonly problems: string[];
+}
+
+/**
+ * Resolves every configured plugin, checks its SDK and API range against this core, and parses its config
+ * block with its own schema. Every problem is collected (`config validate` reports them in one go); the
+ * entries that resolved are returned alongside.
+ */
+export async function resolvePluginEntries(entries: BrokerConfig['plugins'], baseDir: string, locate?: Locator): Promise<PluginResolution> {
   const problems: string[] = [];
   const results: PluginEntryResult[] = [];
   const where = (path: PropertyKey[]) => {
@@ -52,15 +165,15 @@ export async function resolvePlugins(entries: BrokerConfig['plugins'], baseDir: 
     return at ? `${at}: ` : '';
   };
   for (const [index, entry] of entries.entries()) {
-    let definition: unknown;
-    try {
-      definition = await importPlugin(entry.use, baseDir);
-    } catch {
-      problems.push(`${where(['plugins', index, 'use'])}plugins[${index}].use: cannot load plugin "${entry.use}"`);
+    const at = `${where(['plugins', index, 'use'])}plugins[${index}].use: `;
+    const imported = await importPlugin(entry.use, baseDir);
+    if (!imported.ok) {
+      problems.push(at + imported.problem);
       continue;
     }
+    const definition = imported.exported;
     if (!isPluginDefinition(definition)) {
-      problems.push(`${where(['plugins', index, 'use'])}plugins[${index}].use: "${entry.use}" has no definePlugin() default export`);
+      problems.push(at + shapeProblem(entry.use, definition));
       continue;
     }
     if (!semver.validRange(definition.apiVersion) || !semver.satisfies(PLUGIN_API_VERSION, definition.apiVersion)) {
@@ -74,11 +187,17 @@ export async function resolvePlugins(entries: BrokerConfig['plugins'], baseDir: 
       problems.push(...describeIssues(parsed.error.issues, ['plugins', index, 'config'], locate).map((line) => `${line} (plugin ${definition.name})`));
       continue;
     }
-    results.push({ use: entry.use, definition, config: parsed.data });
+    results.push({ use: entry.use, index, definition, config: parsed.data });
   }
   const names = results.map((result) => result.definition.name);
   const repeated = names.find((name, index) => names.indexOf(name) !== index);
   if (repeated) problems.push(`plugins: plugin "${repeated}" is listed twice`);
+  return { results, problems };
+}
+
+/** `resolvePluginEntries`, refusing with every problem when any entry fails. */
+export async function resolvePlugins(entries: BrokerConfig['plugins'], baseDir: string, locate?: Locator): Promise<PluginEntryResult[]> {
+  const { results, problems } = await resolvePluginEntries(entries, baseDir, locate);
   if (problems.length > 0) throw new ConfigError(problems);
   return results;
 }
@@ -89,28 +208,47 @@ const PLUGIN_SERVICES: ReadonlySet<symbol> = new Set(Object.values(tokens));
 /**
  * Resolves each plugin's declared deps from the broker's container and runs its init. Each plugin's
  * `close` is handed to `onClose` as soon as its init succeeds, so a later failure can still release it.
+ * A plugin that fails does not stop the others (every problem is reported at once); each problem names
+ * the plugin and its place in `plugins`.
  */
 export async function initPlugins(
   resolved: readonly PluginEntryResult[],
   container: DependencyContainer,
   onClose: (close: () => void | Promise<void>) => void,
   configDir: string,
-): Promise<LoadedPlugin[]> {
-  const loaded: LoadedPlugin[] = [];
-  for (const { use, definition, config } of resolved) {
+  purpose: PluginPurpose = 'serve',
+): Promise<{ plugins: LoadedPlugin[]; problems: string[] }> {
+  const plugins: LoadedPlugin[] = [];
+  const problems: string[] = [];
+  for (const { use, index, definition, config } of resolved) {
+    const at = `plugins[${index}]: plugin "${definition.name}"`;
     const deps: Record<string, unknown> = {};
+    let missing = false;
     for (const [key, dep] of Object.entries(definition.deps)) {
       // A core token (its symbol is reachable through @tessera/core) would hand a plugin the whole config,
       // client secret hashes included: only the SDK's plugin services are resolved.
       if (!PLUGIN_SERVICES.has(dep)) {
-        throw new ConfigError([`plugin ${definition.name}: deps.${key} asks for ${dep.description ?? 'an unnamed token'}, which is not a plugin service (use the SDK's tokens)`]);
+        problems.push(`${at}: deps.${key} asks for ${dep.description ?? 'an unnamed token'}, which is not a plugin service (use the SDK's tokens)`);
+        missing = true;
+      } else if (!container.isRegistered(dep, true)) {
+        problems.push(`${at}: deps.${key} is not a service the broker provides`);
+        missing = true;
+      } else {
+        deps[key] = container.resolve(dep);
       }
-      if (!container.isRegistered(dep, true)) throw new ConfigError([`plugin ${definition.name}: deps.${key} is not a service the broker provides`]);
-      deps[key] = container.resolve(dep);
     }
-    const provides = await definition.init({ config, deps, configDir });
+    if (missing) continue;
+    let provides: PluginProvides;
+    try {
+      provides = await definition.init({ config, deps, configDir, purpose });
+    } catch (error) {
+      if (error instanceof ConfigError) problems.push(...error.problems.map((problem) => `${at}: ${problem}`));
+      // Plugins often prefix their own name already; say it once.
+      else problems.push(`${at} failed to start: ${firstLine(error).replace(`plugin ${definition.name}: `, '')}`);
+      continue;
+    }
     if (provides.close) onClose(provides.close);
-    loaded.push({ name: definition.name, version: definition.version, use, apiVersion: definition.apiVersion, provides });
+    plugins.push({ name: definition.name, version: definition.version, use, apiVersion: definition.apiVersion, provides });
   }
-  return loaded;
+  return { plugins, problems };
 }

@@ -23,7 +23,15 @@ export interface PluginInitArgs<C, D extends PluginDeps> {
   readonly deps: ResolvedDeps<D>;
   /** Directory of the broker config: relative paths in the plugin's config resolve against it. */
   readonly configDir: string;
+  /**
+   * `serve`: the broker will take traffic. `check`: a read-only command (`config validate`, `plugins list`,
+   * `policy explain`) builds the plugin only to inspect it: check the config and build what `provides`
+   * returns, but open no connections, run no startup probes and wait for nothing. Absent before API 1.4.
+   */
+  readonly purpose?: PluginPurpose;
 }
+
+export type PluginPurpose = 'serve' | 'check';
 
 export interface PluginDefinition<S extends z.ZodType = z.ZodType, D extends PluginDeps = PluginDeps> {
   /** Kebab-case id, equal to the plugin's folder name. */

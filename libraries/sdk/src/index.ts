@@ -1,3 +1,4 @@
+import { createRequire } from 'node:module';
 export type {
   ActClaim,
   ActorTrust,
@@ -54,7 +55,7 @@ export { decodeUnverifiedJwt, isCompactJws } from './compact-jws.js';
 export { acceptedUntil } from './acceptance.js';
 export { hasDuplicateMembers } from './json-members.js';
 export type { UnverifiedJwt } from './compact-jws.js';
-export type { PluginDefinition, PluginDeps, PluginInitArgs, PluginProvides, ResolvedDeps } from './define-plugin.js';
+export type { PluginDefinition, PluginDeps, PluginInitArgs, PluginProvides, PluginPurpose, ResolvedDeps } from './define-plugin.js';
 export {
   CLIENT_ASSERTION_TYPE_JWT_BEARER,
   CLIENT_ASSERTION_TYPE_JWT_SPIFFE,
@@ -68,8 +69,10 @@ export {
   TOKEN_TYPE_REFRESH_TOKEN,
   TOKEN_TYPE_STARFLY_SPIFFE_SVID,
 } from './token-types.js';
-/** Version of the plugin API this SDK describes; plugins declare a range over it. */
-export const PLUGIN_API_VERSION = '1.3.0';
+/** Version of the plugin API this SDK describes; plugins declare a range over it. 1.4: `init` learns its `purpose`. */
+export const PLUGIN_API_VERSION = '1.4.0';
+/** This package's own version: the broker checks a plugin's declared SDK range against it. */
+export const SDK_VERSION: string = (createRequire(import.meta.url)('../package.json') as { version: string }).version;
 export { ASYMMETRIC_ALGORITHMS, DEFAULT_ALGORITHMS, fetchableUrl, JwtVerifier, toInvalidToken, trustedIssuerSchema } from './jwt-verifier.js';
 export type { JwtVerifierDeps, JwtVerifierOptions, TrustedIssuerConfig, VerifiedJwt } from './jwt-verifier.js';
 export { BackoffMemo } from './backoff-memo.js';

@@ -17,7 +17,7 @@ export default definePlugin({
   description: 'Validates Kubernetes service-account tokens from several clusters, offline (OIDC/JWKS) or by TokenReview',
   config: kubernetesConfigSchema,
   deps: { jwks: tokens.jwksCache, http: tokens.httpFetcher, log: tokens.logger, metrics: tokens.metrics },
-  async init({ config, deps, configDir }) {
+  async init({ config, deps, configDir, purpose }) {
     const log = deps.log.child({ plugin: 'kubernetes' });
     const reviews = deps.metrics.counter('tessera_kubernetes_token_reviews_total', 'TokenReview calls by cluster and outcome', ['cluster', 'outcome']);
     const clusters: KubernetesCluster[] = [];
@@ -26,6 +26,8 @@ export default definePlugin({
     };
     try {
       for (const cluster of config.clusters) {
+        // A read-only command may run anywhere; a pod's own service account exists only in the pod.
+        if (purpose === 'check' && cluster.mode !== 'offline' && cluster.inCluster) continue;
         clusters.push(
           cluster.mode === 'offline'
             ? await OfflineCluster.create(cluster, { jwks: deps.jwks, http: deps.http, log }, configDir)

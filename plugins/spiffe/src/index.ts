@@ -75,14 +75,16 @@ export default definePlugin({
   description: 'Validates SPIFFE JWT-SVIDs against per-trust-domain bundles; authenticates clients by JWT-SVID',
   config: spiffeConfigSchema,
   deps: { http: tokens.httpFetcher, log: tokens.logger },
-  async init({ config, deps, configDir }) {
+  async init({ config, deps, configDir, purpose }) {
     const log = deps.log.child({ plugin: 'spiffe' });
+    // A read-only command reads bundle files (local, and a missing one is a config error) but dials nothing.
+    const serving = purpose !== 'check';
     const store = new TrustStore(new Set(config.trustDomains.map((domain) => domain.name)), log);
     const sources: BundleSource[] = [];
     const close = () => sources.forEach((source) => source.close());
     try {
       const streamed = config.trustDomains.filter((domain) => 'workloadApi' in domain.bundle).map((domain) => domain.name);
-      if (streamed.length > 0) {
+      if (streamed.length > 0 && serving) {
         const source = workloadApiSource(config.workloadApi.address, streamed, store, log);
         sources.push(source);
         for (const name of streamed) store.loading(name, source.ready);
@@ -91,7 +93,7 @@ export default definePlugin({
         const from = domain.bundle;
         let source: BundleSource | undefined;
         if ('file' in from) source = fileSource(isAbsolute(from.file) ? from.file : resolve(configDir, from.file), domain.name, store, log);
-        if ('endpoint' in from) source = endpointSource(from.endpoint, domain.name, store, deps.http, log, { refreshSeconds: from.refreshSeconds });
+        if ('endpoint' in from && serving) source = endpointSource(from.endpoint, domain.name, store, deps.http, log, { refreshSeconds: from.refreshSeconds });
         if (source) {
           sources.push(source);
           store.loading(domain.name, source.ready);

@@ -141,9 +141,10 @@ export default definePlugin({
   description: 'Issues JWT-SVIDs minted by a SPIRE agent (Delegated Identity API) for the workload policy names',
   config: spireJwtSvidConfigSchema,
   deps: { log: tokens.logger },
-  async init({ config, deps }) {
+  async init({ config, deps, purpose }) {
     const client = new DelegatedIdentityClient(config.adminSocket, { timeoutMs: config.timeoutMs });
-    if (config.checkAtStartup) {
+    // A read-only command (config validate, policy explain) never talks to the agent.
+    if (config.checkAtStartup && purpose !== 'check') {
       // Asking for Tessera's own SVIDs by PID: success means the agent knows Tessera and accepts it as a
       // delegate; "no identity" means Tessera itself has no entry (selectors could not tell these apart).
       try {

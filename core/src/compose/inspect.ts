@@ -1,0 +1,62 @@
+import type { Clock } from '@tessera/plugin-sdk';
+import { ConfigError } from '../config/errors.js';
+import { loadSigningKeys } from '../keys/key-ring.js';
+import { silentLogger } from '../logging.js';
+import { planGeneration, type ConfigSource, type GenerationPlan } from './plan.js';
+import { locateProblems } from './problems.js';
+import { inertProcessScope, type Unchecked } from './scope.js';
+
+/** A config planned as `serve` would plan it, without serving, writing or connecting anything. */
+export interface Inspection {
+  /** Present when the config has no problem: the plan `serve` would run, on inert process services. */
+  readonly plan?: GenerationPlan;
+  /** Every problem `serve` would refuse the config for, each located at `file:line` where known. */
+  readonly problems: readonly string[];
+  /** What only the network could tell (a Redis server, a Workload API, issuers' keys). */
+  readonly unchecked: readonly Unchecked[];
+  close(): Promise<void>;
+}
+
+/**
+ * The read-only commands' way into a config (`config validate`, `plugins list`, `policy explain`): the
+ * same plan `serve` runs (`planGeneration`), over an inert process scope. No key is generated, no audit
+ * file created, no socket dialled: plugins are started with purpose `check`.
+ */
+export async function inspectConfig(source: ConfigSource, options: { clock?: Clock } = {}): Promise<Inspection> {
+  const { config, baseDir, locate } = source;
+  const { scope, problems, unchecked } = await inertProcessScope(config, { baseDir, ...(options.clock ? { clock: options.clock } : {}) });
+  let plan: GenerationPlan | undefined;
+  try {
+    plan = await planGeneration(source, scope.container, { purpose: 'check' });
+  } catch (error) {
+    if (!(error instanceof ConfigError)) {
+      await scope.close().catch(() => undefined);
+      throw error;
+    }
+    problems.push(...error.problems);
+  }
+  // A generated development key is created at startup; configured key files are read as serve reads them.
+  if (config.keys.files.length > 0 || !config.keys.generate) {
+    try {
+      const keys = await loadSigningKeys({ ...config.keys, generate: false }, { baseDir, dataDir: config.dataDir, log: silentLogger });
+      await scope.keyRing.plan(keys, { publishAheadSeconds: config.keys.publishAheadSeconds, maxTokenLifetimeSeconds: 0 });
+    } catch (error) {
+      if (!(error instanceof ConfigError)) throw error;
+      problems.push(...error.problems);
+    }
+  }
+  const located = locateProblems(problems, locate);
+  if (located.length > 0 && plan) {
+    await plan.close();
+    plan = undefined;
+  }
+  return {
+    ...(plan ? { plan } : {}),
+    problems: located,
+    unchecked,
+    close: async () => {
+      await plan?.close();
+      await scope.close();
+    },
+  };
+}
