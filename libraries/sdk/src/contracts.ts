@@ -24,8 +24,10 @@ export interface VerifiedIdentity {
   readonly attributes: IdentityAttributes;
 }
 
-/** Why a validator is being asked: the same token type may be presented in several roles. */
-/** `client` = a client assertion being checked for client authentication. */
+/**
+ * Why a validator is being asked: the same token type may be presented in several roles. `client` = a
+ * client assertion being checked for client authentication.
+ */
 export type ValidationRole = 'subject' | 'actor' | 'assertion' | 'client';
 
 export interface ValidationContext {

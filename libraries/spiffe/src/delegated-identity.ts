@@ -83,12 +83,10 @@ export class DelegatedIdentityClient {
   /**
    * Mints JWT-SVIDs for the workload the selectors describe: one per matching registration entry.
    * Selectors are taken as already attested, so they must come from a trusted source.
-   * Throws {@link WorkloadApiError}: `no_identity` when no entry matches,
-   * `not_authorized_delegate` when this process is not an authorized delegate.
-   */
-  /**
    * Either `selectors` (already attested by the caller) or `pid` (the agent attests that process itself),
    * never both: SPIRE refuses that.
+   * Throws {@link WorkloadApiError}: `no_identity` when no entry matches,
+   * `not_authorized_delegate` when this process is not an authorized delegate.
    */
   async fetchJwtSvids(request: { audience: readonly string[]; selectors?: readonly Selector[]; pid?: number; signal?: AbortSignal }): Promise<DelegatedJwtSvid[]> {
     const rpc = 'FetchJWTSVIDs';
