@@ -3,19 +3,20 @@ import type { RequestListener } from 'node:http';
 import type Koa from 'koa';
 import type { DependencyContainer } from 'tsyringe';
 import type { BrokerInfo, Token } from '@tessera/plugin-sdk';
-import type { Locator } from './config/errors.js';
+import { ConfigError, type Locator } from './config/errors.js';
 import type { BrokerConfig } from './config/schema.js';
 import { loadConfigFiles } from './config/load.js';
 import { resolve } from './di/container.js';
 import type { DrainOutcome, Readiness } from './http/drain.js';
 import { loadSigningKeys } from './keys/key-ring.js';
-import type { KeyStatus } from './keys/key-rotation.js';
+import type { KeyPlan, KeyStatus } from './keys/key-rotation.js';
 import { resolvePlugins, type LoadedPlugin, type PluginEntryResult } from './plugins/loader.js';
 import { configDigest } from './reload/config-diff.js';
 import { GenerationSwitch } from './reload/generations.js';
 import { Reloader, type ConfigGeneration, type ConfigSource, type ReloadOutcome } from './reload/reloader.js';
 import { generationApp } from './compose/http-app.js';
 import { planGeneration } from './compose/plan.js';
+import { locateProblems } from './compose/problems.js';
 import { Listeners, type RunningServer } from './compose/server.js';
 import { openProcessScope, type ProcessScope, type ScopeOptions } from './compose/scope.js';
 
@@ -94,13 +95,19 @@ function longestTokenLifetimeSeconds(config: BrokerConfig): number {
   return Math.max(0, ...config.policy.rules.map((rule) => rule.grant.maxLifetimeSeconds));
 }
 
-/** One config, planned and given its key schedule and HTTP app. Nothing here serves until swapped in. */
+/** One config: its key schedule, then its plan and HTTP app. Nothing here serves until swapped in. */
 async function buildGeneration(source: ConfigSource, id: number, scope: ProcessScope, preResolved?: readonly PluginEntryResult[]): Promise<BrokerGeneration> {
   const { config, baseDir } = source;
-  const plan = await planGeneration(source, scope.container, { purpose: 'serve', ...(preResolved ? { preResolved } : {}) });
+  // Keys first: a local file that cannot be read stops startup before any plugin dials out.
+  let keyPlan: KeyPlan;
   try {
     const signingKeys = await loadSigningKeys(config.keys, { baseDir, dataDir: config.dataDir, log: scope.log });
-    const keyPlan = await scope.keyRing.plan(signingKeys, { publishAheadSeconds: config.keys.publishAheadSeconds, maxTokenLifetimeSeconds: longestTokenLifetimeSeconds(config) });
+    keyPlan = await scope.keyRing.plan(signingKeys, { publishAheadSeconds: config.keys.publishAheadSeconds, maxTokenLifetimeSeconds: longestTokenLifetimeSeconds(config) });
+  } catch (error) {
+    throw error instanceof ConfigError ? new ConfigError(locateProblems(error.problems, source.locate)) : error;
+  }
+  const plan = await planGeneration(source, scope.container, { purpose: 'serve', ...(preResolved ? { preResolved } : {}) });
+  try {
     const app = generationApp(plan, scope);
     return { id, config, digest: configDigest(config), keyPlan, app, listener: app.callback(), plugins: plan.plugins, container: plan.container, close: () => plan.close() };
   } catch (error) {
@@ -167,11 +174,15 @@ function openBroker(first: BrokerGeneration, scope: ProcessScope, options: Broke
       if (closed) return;
       closed = true;
       await listeners.close();
-      // A reload under way finishes (and is then turned away) before the generations close.
-      await reloader.idle();
-      await generations.closeAll();
-      // Every closer runs; the first failure (an audit sink that could not finish) is reported after.
-      await scope.close();
+      try {
+        // A reload under way finishes (and is then turned away) before the generations close.
+        await reloader.idle();
+        await generations.closeAll();
+      } finally {
+        // Every closer runs, whatever a plugin's close did; the first failure (an audit sink that could
+        // not finish) is reported after.
+        await scope.close();
+      }
     },
   };
   lifecycle.readiness = 'ready';

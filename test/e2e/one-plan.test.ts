@@ -1,7 +1,7 @@
 import { execFile } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import { createServer } from 'node:net';
-import { cp, mkdir, mkdtemp, readdir, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -72,6 +72,18 @@ describe('config validate plans the broker as serve does', () => {
     expect(serve.stderr).toContain(`${file}:7: plugins[1]: plugin "failing" failed to start: backend unreachable`);
   });
 
+  it('serve reads its key files before any plugin starts, and locates a bad one', async () => {
+    const dir = await scratch();
+    await mkdir(join(dir, 'audit'));
+    const file = join(dir, 'broker.yaml');
+    await writeFile(file, brokerYaml(dir, [join(FIXTURES, 'failing-plugin.mjs')]).replace('keys: { generate: true }', `keys: { files: [{ path: ${join(dir, 'missing.pem')} }] }`));
+    const serve = await tessera(['serve', '--config', file], { PORT: String(await freePort()) });
+    expect(serve.code).toBe(1);
+    expect(serve.stderr).toContain(`${file}:3: keys.files[0].path: cannot read the key file`);
+    // The plugin (whose init would fail loudly) never started.
+    expect(serve.stderr).not.toContain('backend unreachable');
+  });
+
   it('writes nothing and names what only the network could tell', async () => {
     const dir = await scratch();
     const file = join(dir, 'broker.yaml');
@@ -83,6 +95,31 @@ describe('config validate plans the broker as serve does', () => {
     // No development key was generated, no audit file created.
     expect(await readdir(dir)).toEqual(['audit', 'broker.yaml']);
     expect(await readdir(join(dir, 'audit'))).toEqual([]);
+  });
+});
+
+describe('read-only commands release what plugins opened', () => {
+  it('a plugin whose close throws is named, and the plugins after it are still closed', async () => {
+    const dir = await scratch();
+    await mkdir(join(dir, 'audit'));
+    const marker = join(dir, 'closed.txt');
+    const file = join(dir, 'broker.yaml');
+    await writeFile(
+      file,
+      brokerYaml(dir, []).replace(
+        'plugins:\n',
+        `plugins:\n  - use: "${join(FIXTURES, 'sticky-plugin.mjs')}"\n    config: { marker: "${marker}" }\n  - use: "${join(FIXTURES, 'unclosable-plugin.mjs')}"\n  - use: "@tessera/plugin-access-token"\n`,
+      ),
+    );
+    for (const command of [['config', 'validate'], ['plugins', 'list']]) {
+      const started = Date.now();
+      const run = await tessera([...command, file]);
+      expect(run.code, command.join(' ')).toBe(1);
+      expect(run.stderr).toContain('plugin "unclosable" failed to close: socket already gone');
+      // Exited on its own, long before the CLI's last-resort exit (2 s): nothing was left open.
+      expect(Date.now() - started, command.join(' ')).toBeLessThan(2_000);
+    }
+    expect(await readFile(marker, 'utf8')).toBe('closed\nclosed\n');
   });
 });
 
@@ -167,6 +204,52 @@ describe('plugin load errors name the cause', () => {
     await installFake(dir, 'duplicate-sdk', definition('duplicate-sdk'), { peerDependencies: { '@tessera/plugin-sdk': '^0.1.0' } });
     const lines = await validateWith(dir, ['duplicate-sdk']);
     expect(lines).toEqual([expect.stringMatching(/:6: plugins\[0\]\.use: plugin "duplicate-sdk" loads a second copy of @tessera\/plugin-sdk \(.+; the broker's is .+\): make the SDK a peerDependency/)]);
+  });
+});
+
+describe('plugins are resolved as import() would resolve them', () => {
+  /** `dir/node_modules/NAME` → the repo's own package: one copy, as after an install beside the broker. */
+  async function linkRepoPackage(dir: string, name: string): Promise<void> {
+    const target = join(dir, 'node_modules', name);
+    await mkdir(dirname(target), { recursive: true });
+    await symlink(join(REPO, 'node_modules', name), target);
+  }
+
+  it('loads the ESM entry of a package that also ships CommonJS', async () => {
+    const dir = await scratch();
+    await linkRepoPackage(dir, '@tessera/plugin-sdk');
+    await linkRepoPackage(dir, 'zod');
+    const root = join(dir, 'node_modules', 'dual-plugin');
+    await mkdir(root, { recursive: true });
+    await writeFile(join(root, 'package.json'), JSON.stringify({ name: 'dual-plugin', version: '1.0.0', exports: { import: './esm.mjs', require: './cjs.cjs' }, peerDependencies: { '@tessera/plugin-sdk': '^0.1.0' } }));
+    await writeFile(join(root, 'cjs.cjs'), 'module.exports = { note: "the CommonJS build" };\n');
+    await writeFile(
+      join(root, 'esm.mjs'),
+      "import { definePlugin } from '@tessera/plugin-sdk';\nimport { z } from 'zod';\nexport default definePlugin({ name: 'dual', version: '1.0.0', apiVersion: '^1', config: z.object({}), deps: {}, init: () => ({}) });\n",
+    );
+    await mkdir(join(dir, 'audit'));
+    const file = join(dir, 'broker.yaml');
+    await writeFile(file, brokerYaml(dir, ['dual-plugin', '@tessera/plugin-access-token']));
+    const run = await tessera(['plugins', 'list', file]);
+    expect(run).toMatchObject({ code: 0, stderr: '' });
+    expect(run.stdout).toContain('dual 1.0.0 (dual-plugin) API ^1');
+  });
+
+  it('finds a second SDK copy beside a path plugin in a directory whose package.json has no name', async () => {
+    const dir = await scratch();
+    const plugins = join(dir, 'plugins');
+    const sdk = join(plugins, 'node_modules', '@tessera', 'plugin-sdk');
+    await mkdir(dirname(sdk), { recursive: true });
+    await cp(join(REPO, 'libraries', 'sdk'), sdk, { recursive: true, filter: (path) => !path.includes('node_modules') && !path.includes(`${join(REPO, 'libraries', 'sdk')}/src`) });
+    // What `npm install @tessera/plugin-sdk` writes in a plain directory: dependencies, no name.
+    await writeFile(join(plugins, 'package.json'), JSON.stringify({ dependencies: { '@tessera/plugin-sdk': '^0.1.0' } }));
+    await writeFile(join(plugins, 'mine.mjs'), "import { definePlugin } from '@tessera/plugin-sdk';\nexport default definePlugin({ name: 'mine', version: '1.0.0', apiVersion: '^1', config: {}, deps: {}, init: () => ({}) });\n");
+    await mkdir(join(dir, 'audit'));
+    const file = join(dir, 'broker.yaml');
+    await writeFile(file, brokerYaml(dir, ['./plugins/mine.mjs']));
+    const run = await tessera(['config', 'validate', file]);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(/:6: plugins\[0\]\.use: plugin "\.\/plugins\/mine\.mjs" loads a second copy of @tessera\/plugin-sdk/);
   });
 });
 

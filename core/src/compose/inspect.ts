@@ -45,18 +45,34 @@ export async function inspectConfig(source: ConfigSource, options: { clock?: Clo
       problems.push(...error.problems);
     }
   }
-  const located = locateProblems(problems, locate);
+  const located = inFileOrder(locateProblems(problems, locate));
   if (located.length > 0 && plan) {
-    await plan.close();
+    const failed = plan;
     plan = undefined;
+    await failed.close().catch(() => undefined);
   }
   return {
     ...(plan ? { plan } : {}),
     problems: located,
     unchecked,
     close: async () => {
-      await plan?.close();
-      await scope.close();
+      try {
+        await plan?.close();
+      } finally {
+        await scope.close();
+      }
     },
   };
+}
+
+/** Problems sorted by file, then line (unlocated ones last, in the order found), as an editor lists them. */
+function inFileOrder(problems: readonly string[]): string[] {
+  const at = (problem: string) => /^(.+?):(\d+): /.exec(problem);
+  return problems
+    .map((problem, index) => ({ problem, index, where: at(problem) }))
+    .sort((a, b) => {
+      if (!a.where || !b.where) return a.where ? -1 : b.where ? 1 : a.index - b.index;
+      return a.where[1]! < b.where[1]! ? -1 : a.where[1]! > b.where[1]! ? 1 : Number(a.where[2]) - Number(b.where[2]) || a.index - b.index;
+    })
+    .map(({ problem }) => problem);
 }

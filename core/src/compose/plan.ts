@@ -14,6 +14,7 @@ import { declaredSkewProblem, IssuerRegistry, ValidatorRegistry } from '../plugi
 import { PolicyEngine } from '../policy/policy-engine.js';
 import { checkAdminClients } from '../state/kill-switch-admin.js';
 import { locateProblems } from './problems.js';
+import { closeAll } from './scope.js';
 
 export type { ConfigSource };
 
@@ -65,11 +66,8 @@ export async function planGeneration(source: ConfigSource, parent: DependencyCon
   problems.push(...resolution.problems);
 
   const container = parent.createChildContainer();
-  const closers: (() => void | Promise<void>)[] = [];
-  const close = async () => {
-    for (const closer of closers.reverse()) await closer();
-    container.clearInstances();
-  };
+  const closers: (() => void | Promise<void>)[] = [() => container.clearInstances()];
+  const close = closeAll(closers);
   provideValue(container, coreTokens.config, config);
   try {
     const started = await initPlugins(resolution.results, container, (closer) => closers.push(closer), baseDir, options.purpose);

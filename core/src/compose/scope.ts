@@ -98,7 +98,11 @@ function provideProcessServices(
   provideValue(container, tokens.metrics, metrics.forPlugins([...TOKEN_ENDPOINT_METRICS, ...ADMISSION_METRICS, ...RATE_LIMIT_METRICS]));
 }
 
-function closeAll(closers: (() => void | Promise<void>)[]): () => Promise<void> {
+/**
+ * A close that runs every closer, last opened first, even when one fails (the others still release what
+ * they hold); the first failure is thrown after all have run. A second call finds nothing left to run.
+ */
+export function closeAll(closers: (() => void | Promise<void>)[]): () => Promise<void> {
   return async () => {
     let failure: unknown;
     for (const close of closers.splice(0).reverse()) await Promise.resolve(close()).catch((error: unknown) => (failure ??= error));
@@ -185,7 +189,7 @@ export async function inertProcessScope(config: BrokerConfig, options: { baseDir
   closers.push(() => container.clearInstances());
   const problems: string[] = [];
   const unchecked: Unchecked[] = [];
-  if (config.store.kind === 'redis') unchecked.push({ what: 'store', why: 'the Redis server is not contacted' });
+  if (config.store.kind === 'redis') unchecked.push({ what: 'store', why: 'the Redis server is not contacted (kill-switch entries are not consulted)' });
   const tls = config.listen.tls;
   if (tls && 'spiffe' in tls) unchecked.push({ what: 'listen.tls.spiffe', why: 'the Workload API is not contacted' });
   if (tls && 'certFile' in tls) {

@@ -1,7 +1,7 @@
 import { existsSync, readFileSync, realpathSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { resolve as resolveImport } from 'import-meta-resolve';
 import semver from 'semver';
 import type { DependencyContainer } from 'tsyringe';
 import { isPluginDefinition, PLUGIN_API_VERSION, SDK_VERSION, tokens, type PluginDefinition, type PluginProvides, type PluginPurpose } from '@tessera/plugin-sdk';
@@ -36,7 +36,7 @@ type ImportOutcome =
 /** The SDK this core was built against: a plugin resolving another copy would get tokens the broker never registered. */
 const coreSdkFile = (): string | undefined => {
   try {
-    return realpathSync(fileURLToPath(import.meta.resolve('@tessera/plugin-sdk')));
+    return realpathSync(fileURLToPath(import.meta.resolve(SDK_PACKAGE)));
   } catch {
     return undefined;
   }
@@ -69,26 +69,24 @@ async function importPlugin(use: string, baseDir: string): Promise<ImportOutcome
   return { ok: true, exported: module.default };
 }
 
+/** Where `import(specifier)` from a module in `dir` would load it (ESM rules: `import` conditions, no NODE_PATH). */
+function importedFrom(specifier: string, dir: string): string {
+  return fileURLToPath(resolveImport(specifier, pathToFileURL(join(dir, 'noop.js')).href));
+}
+
 /** Beside the config first (an operator's own install), then where the broker itself is installed. */
 function locatePackage(use: string, baseDir: string): { ok: true; file: string } | { ok: false; problem: string } {
-  const places = [createRequire(join(baseDir, 'noop.js')), createRequire(import.meta.url)];
-  let unexported = false;
-  for (const require of places) {
-    try {
-      return { ok: true, file: require.resolve(use) };
-    } catch (error) {
-      if ((error as { code?: string }).code === 'ERR_PACKAGE_PATH_NOT_EXPORTED') unexported = true;
-    }
-  }
-  if (unexported) {
-    // Exports only for `import` (no `default`/`require`): resolved as the broker would import it.
-    try {
-      return { ok: true, file: fileURLToPath(import.meta.resolve(use)) };
-    } catch {
-      return { ok: false, problem: `package "${use}" is installed but its package.json "exports" give no entry point the broker can import (add a "default" condition)` };
-    }
-  }
   const brokerDir = dirname(fileURLToPath(import.meta.url));
+  let unexported = false;
+  for (const dir of [baseDir, brokerDir]) {
+    try {
+      return { ok: true, file: importedFrom(use, dir) };
+    } catch (error) {
+      const code = (error as { code?: string }).code;
+      if (code === 'ERR_PACKAGE_PATH_NOT_EXPORTED' || code === 'ERR_UNSUPPORTED_DIR_IMPORT') unexported = true;
+    }
+  }
+  if (unexported) return { ok: false, problem: `package "${use}" is installed but its package.json "exports" give no entry point the broker can import` };
   return {
     ok: false,
     problem: `plugin package "${use}" is not installed (searched node_modules upward from ${baseDir} and from ${brokerDir}); install it beside the config or with the broker: npm install ${use}`,
@@ -100,14 +98,13 @@ function firstLine(error: unknown): string {
   return message.split('\n', 1)[0]!.slice(0, 300);
 }
 
-/** The nearest package.json above a module file, if it names a package. */
-function owningPackage(file: string): { dir: string; manifest: { name?: string; peerDependencies?: Record<string, string>; dependencies?: Record<string, string> } } | undefined {
+/** The nearest package.json above a module file (named or not: a plain plugins directory's has no name). */
+function nearestManifest(file: string): { peerDependencies?: Record<string, string>; dependencies?: Record<string, string> } | undefined {
   for (let dir = dirname(file); ; dir = dirname(dir)) {
     const manifest = join(dir, 'package.json');
     if (existsSync(manifest)) {
       try {
-        const parsed = JSON.parse(readFileSync(manifest, 'utf8')) as { name?: string };
-        if (typeof parsed.name === 'string') return { dir, manifest: parsed };
+        return JSON.parse(readFileSync(manifest, 'utf8')) as { peerDependencies?: Record<string, string>; dependencies?: Record<string, string> };
       } catch {
         return undefined;
       }
@@ -117,23 +114,24 @@ function owningPackage(file: string): { dir: string; manifest: { name?: string; 
 }
 
 /**
- * A plugin must share the broker's SDK: its tokens are symbols, so a second copy hands the plugin tokens
- * the broker never registered. Named here, before `init`, instead of surfacing as a DI error.
+ * A plugin must share the broker's SDK: its tokens are symbols and its errors are matched with
+ * `instanceof`, so a second copy hands the plugin tokens the broker never registered. Named here, before
+ * `init`, instead of surfacing as a DI error or a "plugin fault". The copy compared is the one the
+ * plugin's own `import` would load.
  */
 function sdkProblem(use: string, file: string): string | undefined {
-  const owner = owningPackage(file);
-  if (!owner) return undefined;
-  const declared = owner.manifest.peerDependencies?.[SDK_PACKAGE] ?? owner.manifest.dependencies?.[SDK_PACKAGE];
+  const manifest = nearestManifest(file);
+  const declared = manifest?.peerDependencies?.[SDK_PACKAGE] ?? manifest?.dependencies?.[SDK_PACKAGE];
   if (declared !== undefined && semver.validRange(declared) && !semver.satisfies(SDK_VERSION, declared, { includePrerelease: true })) {
     return `plugin "${use}" needs ${SDK_PACKAGE} ${declared}, the broker has ${SDK_VERSION}`;
   }
-  const core = coreSdkFile();
-  let theirs: string | undefined;
+  let theirs: string;
   try {
-    theirs = realpathSync(createRequire(join(owner.dir, 'noop.js')).resolve(SDK_PACKAGE));
+    theirs = realpathSync(importedFrom(SDK_PACKAGE, dirname(file)));
   } catch {
-    return undefined; // the plugin does not import the SDK at all
+    return undefined; // the SDK is not reachable from the plugin: it does not import it
   }
+  const core = coreSdkFile();
   if (core && theirs !== core) {
     return `plugin "${use}" loads a second copy of ${SDK_PACKAGE} (${dirname(theirs)}; the broker's is ${dirname(core)}): make the SDK a peerDependency of the plugin and reinstall, or run npm dedupe`;
   }
@@ -247,7 +245,16 @@ export async function initPlugins(
       else problems.push(`${at} failed to start: ${firstLine(error).replace(`plugin ${definition.name}: `, '')}`);
       continue;
     }
-    if (provides.close) onClose(provides.close);
+    const release = provides.close;
+    if (release) {
+      onClose(async () => {
+        try {
+          await release();
+        } catch (error) {
+          throw new Error(`plugin "${definition.name}" failed to close: ${firstLine(error)}`);
+        }
+      });
+    }
     plugins.push({ name: definition.name, version: definition.version, use, apiVersion: definition.apiVersion, provides });
   }
   return { plugins, problems };
