@@ -9,6 +9,7 @@ Probes a running broker for a container HEALTHCHECK or an exec probe: GET /healt
 with --ready, answered 200 within the timeout (default 2000 ms). The address is --url, else the listen
 address of --config, else http://127.0.0.1:$PORT (PORT defaults to 8080). Over https to a loopback
 address the certificate is not verified: the probe sends nothing secret and learns only a status code.
+To any other address it is verified as usual (NODE_EXTRA_CA_CERTS adds a CA).
 
 exit: 0 healthy (ready), 1 not, 2 usage
 
@@ -22,12 +23,21 @@ export class HealthcheckUsageError extends Error {}
 
 const LOOPBACK = /^(127\.\d+\.\d+\.\d+|\[::1\]|localhost)$/;
 
+/** PORT as serve reads it; a value serve could not listen on is a usage error here. */
+function envPort(): number | undefined {
+  const text = process.env.PORT;
+  if (text === undefined || text === '') return undefined;
+  const port = Number(text);
+  if (!Number.isInteger(port) || port < 1 || port > 65_535) throw new HealthcheckUsageError('PORT must be a port number from 1 to 65535');
+  return port;
+}
+
 /** Where the broker `config` describes listens, seen from the same host. */
 async function urlFromConfig(paths: readonly string[], ready: boolean): Promise<URL> {
   const { config } = await loadConfigFiles(paths);
-  const port = process.env.PORT ? Number(process.env.PORT) : config.listen.port;
-  // A broker bound to every address answers on loopback too.
-  const host = ['0.0.0.0', '::', ''].includes(config.listen.host) ? '127.0.0.1' : config.listen.host.includes(':') ? `[${config.listen.host}]` : config.listen.host;
+  const port = envPort() ?? config.listen.port;
+  // A broker bound to every address answers on loopback too (on [::1] when bound to ::, which may be IPv6 only).
+  const host = config.listen.host === '0.0.0.0' || config.listen.host === '' ? '127.0.0.1' : config.listen.host === '::' ? '[::1]' : config.listen.host.includes(':') ? `[${config.listen.host}]` : config.listen.host;
   const base = new URL(config.issuer).pathname.replace(/\/$/, '');
   return new URL(`${config.listen.tls ? 'https' : 'http'}://${host}:${port}${base}/${ready ? 'readyz' : 'healthz'}`);
 }
@@ -68,7 +78,7 @@ export async function healthcheckCommand(args: string[], io: { out(text: string)
   } else if (configPaths.length > 0) {
     url = await urlFromConfig(configPaths, ready);
   } else {
-    url = new URL(`http://127.0.0.1:${process.env.PORT ?? 8080}/${ready ? 'readyz' : 'healthz'}`);
+    url = new URL(`http://127.0.0.1:${envPort() ?? 8080}/${ready ? 'readyz' : 'healthz'}`);
   }
   const outcome = await probe(url, timeoutMs);
   if ('status' in outcome && outcome.status === 200) {

@@ -293,7 +293,13 @@ async function policyCommand(args: string[]): Promise<number> {
   const inspection = await inspected(paths);
   try {
     const report = await explainPolicy(checked.data, { pipeline: inspection.plan.pipeline, issuers: inspection.plan.issuers, brokerIssuer: inspection.plan.config.issuer });
-    process.stdout.write(values.json ? `${JSON.stringify(report, null, 2)}\n` : formatExplanation(report));
+    // What a real request would also meet and explain cannot see: the shared store's kill switch.
+    const notChecked = inspection.unchecked.filter(({ what }) => what === 'store');
+    process.stdout.write(
+      values.json
+        ? `${JSON.stringify({ ...report, notChecked }, null, 2)}\n`
+        : `${formatExplanation(report)}${notChecked.map(({ what, why }) => `not checked: ${what}: ${why}\n`).join('')}`,
+    );
     return report.decision.allowed ? 0 : EXIT_REFUSED;
   } finally {
     await inspection.close();
@@ -333,6 +339,9 @@ async function secretCommand(args: string[]): Promise<number> {
 main(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = code;
+    // Done: a handle a plugin failed to release must not keep the command alive (stdout and stderr are
+    // synchronous for files and pipes here). Unref'd, so it never delays an exit that happens anyway.
+    setTimeout(() => process.exit(code), 2_000).unref();
   },
   (error: unknown) => {
     if (error instanceof ConfigError) {

@@ -206,7 +206,8 @@ export class ExchangePipeline {
    * The decision half of an exchange: the issuer, the delegation chain, the kill switch, policy and the
    * checks on its grant. Throws the refusal a request would get. `tessera policy explain` calls this too
    * (with `explain`, which receives every rule's explanation, and the instant it describes), so an
-   * explanation cannot disagree with a request.
+   * explanation cannot disagree with a request, save for what lives in a shared store explain does not
+   * contact (kill-switch entries), which it says it did not check.
    */
   async decide(input: ExchangeInput, trace: ExchangeTrace, explain?: { rules?: readonly RuleExplanation[]; readonly now?: Date }): Promise<ExchangeDecision> {
     const requestedTokenType = input.requestedTokenType ?? TOKEN_TYPE_ACCESS_TOKEN;
