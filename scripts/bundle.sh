@@ -13,7 +13,7 @@ out=$(cd "$1" && pwd)
 
 # The SDK and the SPIFFE library come as dependencies of the plugins; the testkit and the workload client
 # are not part of a broker.
-workspaces=(core libraries/sdk libraries/spiffe plugins/*)
+workspaces=(core libraries/sdk libraries/spiffe $(cd "$root" && printf '%s ' plugins/*))
 for workspace in "${workspaces[@]}"; do
   [[ -f $root/$workspace/dist/index.js ]] || { echo "bundle: $workspace is not built (npm run build)" >&2; exit 1; }
 done

@@ -1,6 +1,8 @@
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { readdir } from 'node:fs/promises';
-import { delimiter, dirname, join, resolve } from 'node:path';
+import { delimiter, dirname, join, resolve, sep } from 'node:path';
 import { Serve, until } from './serve.js';
 
 /** The repository root: packing and the bundle script run from here. */
@@ -18,7 +20,28 @@ export function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv 
     env[key] = value;
   }
   env.PATH = [dirname(process.execPath), process.env.PATH ?? ''].join(delimiter);
+  // npm finds its global config beside the Node that runs it; run on Node 24 from node_modules it would
+  // miss the machine's (a registry CA there, say) and fail TLS to the registry. Point it back.
+  const globalConfig = machineNpmGlobalConfig();
+  if (globalConfig) env.npm_config_globalconfig = globalConfig;
   return { ...env, ...extra };
+}
+
+let machineGlobalConfig: string | null | undefined;
+
+/** The global npmrc of the machine's own npm (the one on PATH without node_modules), if it has one. */
+function machineNpmGlobalConfig(): string | undefined {
+  if (machineGlobalConfig === undefined) {
+    const path = (process.env.PATH ?? '').split(delimiter).filter((dir) => !dir.includes(`${sep}node_modules${sep}`));
+    try {
+      // Outside any workspace: `npm config` refuses to run in one.
+      const found = execFileSync('npm', ['config', 'get', 'globalconfig'], { cwd: tmpdir(), env: { HOME: process.env.HOME ?? '', PATH: path.join(delimiter) }, encoding: 'utf8', timeout: 20_000 }).trim();
+      machineGlobalConfig = found !== '' && existsSync(found) ? found : null;
+    } catch {
+      machineGlobalConfig = null;
+    }
+  }
+  return machineGlobalConfig ?? undefined;
 }
 
 export interface Ran {

@@ -76,6 +76,10 @@ describe('every package is publishable', () => {
     for (const [name, range] of Object.entries({ ...manifest.dependencies, ...manifest.devDependencies } as Record<string, string>)) {
       if (name.startsWith('@tessera/')) expect(range, `${dir} → ${name}`).toBe('0.1.0');
     }
+    // The SDK is never a dependency of a plugin or the testkit: a peer with a caret range, so the broker's copy serves.
+    if (manifest.name !== '@tessera/core' && manifest.name !== '@tessera/plugin-sdk') expect(manifest.dependencies?.['@tessera/plugin-sdk'], dir).toBeUndefined();
+    if (manifest.peerDependencies?.['@tessera/plugin-sdk'] !== undefined) expect(manifest.peerDependencies['@tessera/plugin-sdk'], dir).toBe('^0.1.0');
+    if (dir.startsWith('plugins/')) expect(manifest.peerDependencies, dir).toMatchObject({ '@tessera/plugin-sdk': '^0.1.0' });
 
     const entry = packed.get(manifest.name)!;
     expect(entry, dir).toBeDefined();
