@@ -9,6 +9,7 @@ import { loadConfigFile, type BrokerConfig } from '@tessera/core';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { RedisServer, redisSkipReason } from '../src/redis-server.js';
 import { CLI, freePort, Serve, until } from '../e2e/serve.js';
+import { shellBlocks as allShellBlocks, type ShellBlock } from '../src/doc-shell-blocks.js';
 
 // The chart in deploy/helm/tessera, rendered by a real helm (built by scripts/install-helm.sh) and
 // checked three ways: every object decodes strictly into the Kubernetes API types (k8s-validate), the
@@ -511,34 +512,8 @@ describe('k8s-validate', () => {
   });
 });
 
-interface ShellBlock {
-  readonly line: number;
-  readonly section: string;
-  readonly commands: readonly string[];
-  readonly marker: string;
-}
-
-/**
- * Every ```sh block of the chart's and the unit's sections of the guide, with the `<!-- tested: FILE -->`
- * or `<!-- untested: why -->` line above it. The image's section has tests of its own.
- */
-function shellBlocks(): ShellBlock[] {
-  const lines = doc.split('\n');
-  const blocks: ShellBlock[] = [];
-  let section = '';
-  lines.forEach((line, index) => {
-    if (line.startsWith('## ')) section = line.slice(3);
-    if (line.trim() !== '```sh' || !['Helm chart', 'systemd'].includes(section)) return;
-    const end = lines.findIndex((candidate, at) => at > index && candidate.trim() === '```');
-    blocks.push({
-      line: index + 1,
-      section,
-      commands: lines.slice(index + 1, end).map((command) => command.trim()).filter((command) => command !== '' && !command.startsWith('#')),
-      marker: (lines[index - 1] ?? '').trim(),
-    });
-  });
-  return blocks;
-}
+/** The chart's and the unit's sections of the guide; the image's section has tests of its own. */
+const shellBlocks = (): ShellBlock[] => allShellBlocks(doc).filter((block) => ['Helm chart', 'systemd'].includes(block.section));
 
 describe(`${DOC}: shell blocks`, () => {
   it('marks each block as tested by a file that exists, or untested with the reason', () => {

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
+import { shellBlocks, type ShellBlock } from '../src/doc-shell-blocks.js';
 import { RedisServer, redisSkipReason } from '../src/redis-server.js';
 import { CLI, freePort, killServes, Serve, until } from './serve.js';
 
@@ -13,35 +14,7 @@ const DOC = 'docs/operations.md';
 const doc = await readFile(join(REPO, DOC), 'utf8');
 const run = promisify(execFile);
 
-interface ShellBlock {
-  readonly line: number;
-  readonly section: string;
-  readonly commands: readonly string[];
-  /** The test file a `<!-- tested: FILE -->` line right above the fence names. */
-  readonly testedBy?: string;
-}
-
-/** Every ```sh block of the guide, with its section and the marker above it. */
-function shellBlocks(): ShellBlock[] {
-  const lines = doc.split('\n');
-  const blocks: ShellBlock[] = [];
-  let section = '';
-  lines.forEach((line, index) => {
-    if (line.startsWith('## ')) section = line.slice(3);
-    if (line.trim() !== '```sh') return;
-    const end = lines.findIndex((candidate, at) => at > index && candidate.trim() === '```');
-    const marker = /^\s*<!-- tested: (\S+) -->\s*$/.exec(lines[index - 1] ?? '');
-    blocks.push({
-      line: index + 1,
-      section,
-      commands: lines.slice(index + 1, end).map((command) => command.trim()).filter((command) => command !== '' && !command.startsWith('#')),
-      ...(marker ? { testedBy: marker[1] } : {}),
-    });
-  });
-  return blocks;
-}
-
-const blocks = shellBlocks();
+const blocks = shellBlocks(doc);
 const blockIn = (section: string): ShellBlock => blocks.find((block) => block.section.startsWith(section))!;
 
 describe(`${DOC}: every command is run by a test`, () => {
