@@ -63,9 +63,10 @@ describe('config files', () => {
     const error = (await checkConfig(parseConfigText(text, { file: 'broker.yaml', baseDir: CONFIG_DIR })).catch((caught: unknown) => caught)) as ConfigError;
     expect(error).toBeInstanceOf(ConfigError);
     expect(error.problems).toEqual([
-      'broker.yaml:10: policy.rules[0].grant.defaultAudiences: "https://other.example" is not in audiences (rule r)',
-      'broker.yaml:6: clients[0].auth.secretHash: not a valid scrypt hash',
+      // In file order, as an editor lists them.
       'broker.yaml:3: keys.files[0].path: cannot read the key file',
+      'broker.yaml:6: clients[0].auth.secretHash: not a valid scrypt hash',
+      'broker.yaml:10: policy.rules[0].grant.defaultAudiences: "https://other.example" is not in audiences (rule r)',
     ]);
   });
 

@@ -288,7 +288,8 @@ describe('tessera serve reload', () => {
     for (const line of commands) await runDocumented(line, at, serve);
     // Dropping the old key while its tokens live is refused: a restarted worker would no longer know it.
     const dropped = await outcomeOf(serve, 'reload rejected', () => at.write(withKeys({ path: 'keys/2026-12.jwk' })));
-    expect(dropped.problems).toEqual([expect.stringMatching(new RegExp(`^keys: key "${oldKid}" signed tokens valid until .*: keep it in keys.files with use: publish until then$`))]);
+    // Located like every config problem: at the `keys` block of the file.
+    expect(dropped.problems).toEqual([expect.stringMatching(new RegExp(`^\\S+/broker\\.yaml:\\d+: keys: key "${oldKid}" signed tokens valid until .*: keep it in keys.files with use: publish until then$`))]);
     // Kept with use: publish, as the guide has it for a single process.
     const applied = await outcomeOf(serve, 'reload applied', () => at.write(withKeys({ path: 'keys/2026-12.jwk' }, { path: 'keys/2026-11.jwk', use: 'publish' })));
     const newKid = applied.nextKid as string;
