@@ -64,6 +64,8 @@ export async function planGeneration(source: ConfigSource, parent: DependencyCon
   };
   const resolution = options.preResolved ? { results: [...options.preResolved], problems: [] } : await resolvePluginEntries(config.plugins, baseDir, locate);
   problems.push(...resolution.problems);
+  // A config that will be refused starts nothing that would dial out; a check goes on, to report more.
+  if (options.purpose === 'serve' && problems.length > 0) throw new ConfigError(locateProblems(problems, locate));
 
   const container = parent.createChildContainer();
   const closers: (() => void | Promise<void>)[] = [() => container.clearInstances()];
