@@ -1,14 +1,18 @@
 /**
- * `npm run bench`: token exchanges per second over loopback HTTP, against an empty Koa handler measured in
- * the same run on the same machine. Each server runs in its own child process; this process only generates
- * load (pre-signed tokens, fixed concurrency, keep-alive), so the two numbers share every condition.
+ * `npm run bench`: token exchanges per second over loopback HTTP, against two references measured in the
+ * same run on the same machine: an empty Koa handler (the HTTP ceiling) and the crypto bound (what one
+ * core's ES256 signs and verifies allow, if they were the only cost). Each server runs in its own child
+ * process; this process only generates load (pre-signed tokens, fixed concurrency, keep-alive). Systems
+ * are measured in interleaved rounds (A B C A B C …) and each reports its median round, so drift on a
+ * shared machine touches them all alike. Results go to bench/results/ (latest.json, latest.md, and a
+ * dated copy of each run).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { Agent, request } from 'node:http';
 import { randomUUID } from 'node:crypto';
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import { createServer as createNetServer } from 'node:net';
-import { availableParallelism, tmpdir } from 'node:os';
+import { availableParallelism, cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
@@ -21,6 +25,7 @@ import { redisUnavailableReason, RedisServer } from './redis-server.js';
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 16);
 const REQUESTS = Number(process.env.BENCH_REQUESTS ?? 4000);
 const WARMUP = 400;
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const API = 'https://api.example.test';
 
 interface Phase {
@@ -31,7 +36,49 @@ interface Phase {
   readonly ok: number;
 }
 
+/** ES256 sign and verify operations per second on one core, through node:crypto and through WebCrypto (jose's path). */
+async function measureCrypto(): Promise<void> {
+  const { generateKeyPairSync, sign, verify, webcrypto } = await import('node:crypto');
+  const data = Buffer.from('eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhbGljZSIsImF1ZCI6Imh0dHBzOi8vYXBpLmV4YW1wbGUudGVzdCJ9');
+  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const rate = async (op: () => unknown): Promise<number> => {
+    for (let i = 0; i < 200; i++) await op();
+    let count = 0;
+    const started = performance.now();
+    while (performance.now() - started < 1000) {
+      await op();
+      count++;
+    }
+    return count / ((performance.now() - started) / 1000);
+  };
+  const signature = sign('sha256', data, { key: privateKey, dsaEncoding: 'ieee-p1363' });
+  const subtle = webcrypto.subtle;
+  const algorithm = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' };
+  const webPrivate = await subtle.importKey('jwk', privateKey.export({ format: 'jwk' }), algorithm, false, ['sign']);
+  const webPublic = await subtle.importKey('jwk', publicKey.export({ format: 'jwk' }), algorithm, false, ['verify']);
+  const result = {
+    nodeSign: await rate(() => sign('sha256', data, { key: privateKey, dsaEncoding: 'ieee-p1363' })),
+    nodeVerify: await rate(() => verify('sha256', data, { key: publicKey, dsaEncoding: 'ieee-p1363' }, signature)),
+    webSign: await rate(() => subtle.sign(algorithm, webPrivate, data)),
+    webVerify: await rate(() => subtle.verify(algorithm, webPublic, signature, data)),
+  };
+  process.stdout.write(`${JSON.stringify(result)}\n`);
+}
+
+interface CryptoRates {
+  readonly nodeSign: number;
+  readonly nodeVerify: number;
+  readonly webSign: number;
+  readonly webVerify: number;
+}
+
+/** Exchanges per second one core could do if `verifies` ES256 verifies and `signs` signs were the only cost. */
+function cryptoBound(rates: CryptoRates, verifies: number, signs: number): { node: number; webCrypto: number } {
+  return { node: 1 / (verifies / rates.nodeVerify + signs / rates.nodeSign), webCrypto: 1 / (verifies / rates.webVerify + signs / rates.webSign) };
+}
+
 async function serve(kind: string): Promise<void> {
+  if (kind === 'crypto') return measureCrypto();
   if (kind === 'koa') {
     const app = new Koa();
     app.use((ctx) => {
@@ -243,58 +290,126 @@ async function main(): Promise<void> {
   const broker = await startChild('broker', { BENCH_BROKER_CONFIG: JSON.stringify(config) });
   const koa = await startChild('koa');
   try {
+    // The crypto reference, in a process of its own like the broker: one core's ES256 throughput.
+    const cryptoChild = spawn(process.execPath, [fileURLToPath(import.meta.url), '--serve', 'crypto'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const rates = JSON.parse(await new Promise<string>((done) => createInterface({ input: cryptoChild.stdout! }).once('line', done))) as CryptoRates;
+
     const subjectToken = await idp.mint({ sub: 'alice', aud: broker.url }, { expiresIn: 3600 });
     const tokenEndpoint = `${broker.url}/token`;
-    const bodies = await exchangeBodies(subjectToken, clientKey, tokenEndpoint);
-    await load('warm-up', tokenEndpoint, bodies.slice(0, WARMUP));
-    await load('warm-up', `${koa.url}/token`, bodies.slice(0, WARMUP));
-    const baseline = await load('empty Koa handler', `${koa.url}/token`, bodies.slice(WARMUP));
-    const exchanges = await load('token exchange', tokenEndpoint, bodies.slice(WARMUP));
-    if (exchanges.ok !== REQUESTS) throw new Error(`only ${exchanges.ok} of ${REQUESTS} exchanges succeeded`);
+    // Client assertions are single-use (jti replay cache): every round gets bodies of its own, signed now.
+    const exchangeRounds = await roundsOf(() => exchangeBodies(subjectToken, clientKey, tokenEndpoint));
 
     // Delegation: the same subject, plus the client's own broker token as actor (a second verification,
     // the revocation check, chain building, a CEL condition and a mapped claim).
     const actorToken = await ownToken(tokenEndpoint, await idp.mint({ sub: 'bench-client', aud: broker.url }), await assertion(clientKey, tokenEndpoint));
     const delegationSubject = await idp.mint({ sub: 'alice', aud: broker.url, email: 'alice@example.test' }, { expiresIn: 3600 });
-    const delegationBodies = await Promise.all(
-      Array.from({ length: WARMUP + REQUESTS }, async () =>
-        new URLSearchParams({
-          grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange',
-          subject_token: delegationSubject,
-          subject_token_type: 'urn:ietf:params:oauth:token-type:id_token',
-          actor_token: actorToken,
-          actor_token_type: 'urn:ietf:params:oauth:token-type:access_token',
-          audience: API,
-          scope: 'read',
-          client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
-          client_assertion: await assertion(clientKey, tokenEndpoint),
-        }).toString(),
+    const delegationRounds = await roundsOf(() =>
+      Promise.all(
+        Array.from({ length: WARMUP + REQUESTS }, async () =>
+          new URLSearchParams({
+            grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange',
+            subject_token: delegationSubject,
+            subject_token_type: 'urn:ietf:params:oauth:token-type:id_token',
+            actor_token: actorToken,
+            actor_token_type: 'urn:ietf:params:oauth:token-type:access_token',
+            audience: API,
+            scope: 'read',
+            client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
+            client_assertion: await assertion(clientKey, tokenEndpoint),
+          }).toString(),
+        ),
       ),
     );
-    await load('warm-up', tokenEndpoint, delegationBodies.slice(0, WARMUP));
-    const delegations = await load('delegated exchange', tokenEndpoint, delegationBodies.slice(WARMUP));
-    if (delegations.ok !== REQUESTS) throw new Error(`only ${delegations.ok} of ${REQUESTS} delegated exchanges succeeded`);
+    const systems: readonly BenchSystem[] = [
+      { name: 'empty Koa handler', url: `${koa.url}/token`, rounds: exchangeRounds, mustSucceed: false },
+      { name: 'token exchange', url: tokenEndpoint, rounds: exchangeRounds, mustSucceed: true },
+      { name: 'delegated exchange', url: tokenEndpoint, rounds: delegationRounds, mustSucceed: true },
+    ];
+    const [baseline, exchanges, delegations] = (await interleaved(systems)) as [Phase, Phase, Phase];
+    // One exchange verifies the client assertion and the ID token and signs the access token; a delegated
+    // one also verifies the actor token.
+    const plainBound = cryptoBound(rates, 2, 1);
+    const delegatedBound = cryptoBound(rates, 3, 1);
 
     const fleet = await workersScenario(config, clientKey, (issuer) => idp.mint({ sub: 'alice', aud: issuer }, { expiresIn: 3600 }));
-    process.stdout.write(
-      [
-        `tessera bench: ${REQUESTS} requests, concurrency ${CONCURRENCY}, loopback HTTP, node ${process.version}`,
-        row(baseline),
-        row(exchanges),
-        row(delegations),
-        `ratio: token exchange = ${((exchanges.perSecond / baseline.perSecond) * 100).toFixed(1)}% of the empty Koa handler`,
-        `ratio: delegated exchange = ${((delegations.perSecond / baseline.perSecond) * 100).toFixed(1)}% of the empty Koa handler, ${((delegations.perSecond / exchanges.perSecond) * 100).toFixed(1)}% of a plain exchange`,
-        '(each exchange: client assertion ES256 verify + jti replay check, ID token ES256 verify, policy, access token ES256 sign, audit;',
-        ' a delegated one also verifies the actor token, checks revocation, builds act, evaluates a CEL condition)',
-        ...fleet,
-        '',
-      ].join('\n'),
-    );
+    const percent = (part: number, whole: number) => `${((part / whole) * 100).toFixed(1)}%`;
+    const lines = [
+      `tessera bench: ${REQUESTS} requests per round, ${ROUNDS} interleaved rounds (median shown), concurrency ${CONCURRENCY}, loopback HTTP, node ${process.version}`,
+      row(baseline),
+      row(exchanges),
+      row(delegations),
+      `crypto, one core: ES256 sign ${rates.nodeSign.toFixed(0)}/s, verify ${rates.nodeVerify.toFixed(0)}/s (node:crypto); sign ${rates.webSign.toFixed(0)}/s, verify ${rates.webVerify.toFixed(0)}/s (WebCrypto, what jose calls)`,
+      `crypto bound: exchange ${plainBound.node.toFixed(0)}/s (node:crypto) or ${plainBound.webCrypto.toFixed(0)}/s (WebCrypto); delegated ${delegatedBound.node.toFixed(0)}/s or ${delegatedBound.webCrypto.toFixed(0)}/s`,
+      `ratio: token exchange = ${percent(exchanges.perSecond, baseline.perSecond)} of the empty Koa handler, ${percent(exchanges.perSecond, plainBound.node)} of the crypto bound (node:crypto), ${percent(exchanges.perSecond, plainBound.webCrypto)} of the WebCrypto bound`,
+      `ratio: delegated exchange = ${percent(delegations.perSecond, baseline.perSecond)} of the empty Koa handler, ${percent(delegations.perSecond, delegatedBound.node)} of its crypto bound (node:crypto), ${percent(delegations.perSecond, exchanges.perSecond)} of a plain exchange`,
+      '(each exchange: client assertion ES256 verify + jti replay check, ID token ES256 verify, policy, access token ES256 sign, audit;',
+      ' a delegated one also verifies the actor token, checks revocation, builds act, evaluates a CEL condition)',
+      ...fleet,
+    ];
+    process.stdout.write(`${lines.join('\n')}\n`);
+    await writeResults({
+      date: new Date().toISOString(),
+      machine: { node: process.version, cpus: availableParallelism(), cpuModel: cpus()[0]?.model ?? 'unknown', platform: `${process.platform} ${process.arch}` },
+      settings: { requests: REQUESTS, rounds: ROUNDS, concurrency: CONCURRENCY, warmup: WARMUP },
+      references: { koa: baseline, crypto: rates, cryptoBound: { exchange: plainBound, delegated: delegatedBound } },
+      results: [exchanges, delegations],
+      ratios: {
+        exchangeToKoa: exchanges.perSecond / baseline.perSecond,
+        exchangeToCryptoBound: exchanges.perSecond / plainBound.node,
+        delegatedToKoa: delegations.perSecond / baseline.perSecond,
+        delegatedToCryptoBound: delegations.perSecond / delegatedBound.node,
+      },
+      fleet,
+      table: lines,
+    });
   } finally {
     broker.child.kill();
     koa.child.kill();
     await idp.close();
   }
+}
+
+interface BenchSystem {
+  readonly name: string;
+  readonly url: string;
+  /** Bodies per round, each preceded by its warm-up share: `WARMUP + REQUESTS` apiece. */
+  readonly rounds: readonly (readonly string[])[];
+  /** Every request must be answered 200 (the Koa reference answers anything). */
+  readonly mustSucceed: boolean;
+}
+
+/** `ROUNDS` sets of bodies from `make`, made before any timing starts. */
+async function roundsOf(make: () => Promise<string[]>): Promise<string[][]> {
+  const rounds: string[][] = [];
+  for (let round = 0; round < ROUNDS; round++) rounds.push(await make());
+  return rounds;
+}
+
+/** Each system once per round, in the same order every round; a system's result is its median round. */
+async function interleaved(systems: readonly BenchSystem[]): Promise<Phase[]> {
+  const measured: Phase[][] = systems.map(() => []);
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const [index, system] of systems.entries()) {
+      const bodies = system.rounds[round]!;
+      await load('warm-up', system.url, bodies.slice(0, WARMUP) as string[]);
+      const phase = await load(system.name, system.url, bodies.slice(WARMUP) as string[]);
+      if (system.mustSucceed && phase.ok !== REQUESTS) throw new Error(`${system.name}: only ${phase.ok} of ${REQUESTS} succeeded in round ${round + 1}`);
+      measured[index]!.push(phase);
+    }
+  }
+  return measured.map((phases) => [...phases].sort((a, b) => a.perSecond - b.perSecond)[Math.floor(phases.length / 2)]!);
+}
+
+/** bench/results/latest.json and latest.md, and a dated copy so earlier runs stay comparable. */
+async function writeResults(result: { date: string; table: readonly string[] } & Record<string, unknown>): Promise<void> {
+  const dir = fileURLToPath(new URL('../../bench/results/', import.meta.url));
+  await mkdir(dir, { recursive: true });
+  const json = `${JSON.stringify(result, null, 2)}\n`;
+  const markdown = `# Tessera bench, ${result.date}\n\n\`\`\`\n${result.table.join('\n')}\n\`\`\`\n`;
+  await writeFile(join(dir, 'latest.json'), json);
+  await writeFile(join(dir, 'latest.md'), markdown);
+  await writeFile(join(dir, `${result.date.replaceAll(':', '-')}.json`), json);
+  process.stdout.write(`results: ${join(dir, 'latest.json')}\n`);
 }
 
 const serveIndex = process.argv.indexOf('--serve');
