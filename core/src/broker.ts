@@ -8,14 +8,13 @@ import type { BrokerConfig } from './config/schema.js';
 import { loadConfigFiles } from './config/load.js';
 import { resolve } from './di/container.js';
 import type { DrainOutcome, Readiness } from './http/drain.js';
-import { loadSigningKeys } from './keys/key-ring.js';
 import type { KeyPlan, KeyStatus } from './keys/key-rotation.js';
 import { resolvePlugins, type LoadedPlugin, type PluginEntryResult } from './plugins/loader.js';
 import { configDigest } from './reload/config-diff.js';
 import { GenerationSwitch } from './reload/generations.js';
 import { Reloader, type ConfigGeneration, type ConfigSource, type ReloadOutcome } from './reload/reloader.js';
 import { generationApp } from './compose/http-app.js';
-import { planGeneration } from './compose/plan.js';
+import { planGeneration, planKeySchedule } from './compose/plan.js';
 import { locateProblems } from './compose/problems.js';
 import { Listeners, type RunningServer } from './compose/server.js';
 import { openProcessScope, type ProcessScope, type ScopeOptions } from './compose/scope.js';
@@ -90,19 +89,13 @@ interface BrokerGeneration extends ConfigGeneration {
   readonly container: DependencyContainer;
 }
 
-/** The longest lifetime a token signed under `config` can have: policy grants it, issuers only shorten it. */
-function longestTokenLifetimeSeconds(config: BrokerConfig): number {
-  return Math.max(0, ...config.policy.rules.map((rule) => rule.grant.maxLifetimeSeconds));
-}
-
 /** One config: its key schedule, then its plan and HTTP app. Nothing here serves until swapped in. */
 async function buildGeneration(source: ConfigSource, id: number, scope: ProcessScope, preResolved?: readonly PluginEntryResult[]): Promise<BrokerGeneration> {
   const { config, baseDir } = source;
   // Keys first: a local file that cannot be read stops startup before any plugin dials out.
   let keyPlan: KeyPlan;
   try {
-    const signingKeys = await loadSigningKeys(config.keys, { baseDir, dataDir: config.dataDir, log: scope.log });
-    keyPlan = await scope.keyRing.plan(signingKeys, { publishAheadSeconds: config.keys.publishAheadSeconds, maxTokenLifetimeSeconds: longestTokenLifetimeSeconds(config) });
+    keyPlan = await planKeySchedule(config, scope.keyRing, { baseDir, log: scope.log, generate: true });
   } catch (error) {
     throw error instanceof ConfigError ? new ConfigError(locateProblems(error.problems, source.locate)) : error;
   }

@@ -1,8 +1,7 @@
 import type { Clock } from '@tessera/plugin-sdk';
 import { ConfigError } from '../config/errors.js';
-import { loadSigningKeys } from '../keys/key-ring.js';
 import { silentLogger } from '../logging.js';
-import { planGeneration, type ConfigSource, type GenerationPlan } from './plan.js';
+import { planGeneration, planKeySchedule, type ConfigSource, type GenerationPlan } from './plan.js';
 import { locateProblems } from './problems.js';
 import { inertProcessScope, type Unchecked } from './scope.js';
 
@@ -38,8 +37,7 @@ export async function inspectConfig(source: ConfigSource, options: { clock?: Clo
   // A generated development key is created at startup; configured key files are read as serve reads them.
   if (config.keys.files.length > 0 || !config.keys.generate) {
     try {
-      const keys = await loadSigningKeys({ ...config.keys, generate: false }, { baseDir, dataDir: config.dataDir, log: silentLogger });
-      await scope.keyRing.plan(keys, { publishAheadSeconds: config.keys.publishAheadSeconds, maxTokenLifetimeSeconds: 0 });
+      await planKeySchedule(config, scope.keyRing, { baseDir, log: silentLogger, generate: false });
     } catch (error) {
       if (!(error instanceof ConfigError)) throw error;
       problems.push(...error.problems);

@@ -1,9 +1,11 @@
 import type { DependencyContainer } from 'tsyringe';
-import { tokens, TOKEN_TYPE_JWT_SVID, type ClientAssertionVerifier, type PluginPurpose } from '@tessera/plugin-sdk';
+import { tokens, TOKEN_TYPE_JWT_SVID, type ClientAssertionVerifier, type Logger, type PluginPurpose } from '@tessera/plugin-sdk';
 import { ConfigError } from '../config/errors.js';
 import type { ConfigSource } from '../reload/reloader.js';
 import type { BrokerConfig } from '../config/schema.js';
 import { coreTokens } from '../di/tokens.js';
+import { loadSigningKeys } from '../keys/key-ring.js';
+import type { KeyPlan, RotatingKeyRing } from '../keys/key-rotation.js';
 import { provideFactory, provideValue, resolve } from '../di/container.js';
 import { ClientAuthenticator } from '../oauth/client-auth.js';
 import { ExchangePipeline, type RegisteredExtractor } from '../oauth/exchange-pipeline.js';
@@ -152,6 +154,21 @@ export async function planGeneration(source: ConfigSource, parent: DependencyCon
     await close().catch(() => undefined);
     throw error;
   }
+}
+
+/** The longest lifetime a token signed under `config` can have: policy grants it, issuers only shorten it. */
+function longestTokenLifetimeSeconds(config: BrokerConfig): number {
+  return Math.max(0, ...config.policy.rules.map((rule) => rule.grant.maxLifetimeSeconds));
+}
+
+/**
+ * The config's signing keys read from their files and scheduled against what `keyRing` already publishes.
+ * `serve` runs it before plugins start (with `generate` as configured); read-only commands with `generate:
+ * false`, so no development key is written. Throws `ConfigError` (unlocated) on a bad key or schedule.
+ */
+export async function planKeySchedule(config: BrokerConfig, keyRing: RotatingKeyRing, options: { baseDir: string; log: Logger; generate: boolean }): Promise<KeyPlan> {
+  const keys = await loadSigningKeys({ ...config.keys, generate: options.generate && config.keys.generate }, { baseDir: options.baseDir, dataDir: config.dataDir, log: options.log });
+  return keyRing.plan(keys, { publishAheadSeconds: config.keys.publishAheadSeconds, maxTokenLifetimeSeconds: longestTokenLifetimeSeconds(config) });
 }
 
 /** A door that could never answer is a config error, not a stream of failed requests. */

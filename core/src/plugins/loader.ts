@@ -33,14 +33,19 @@ type ImportOutcome =
   | { readonly ok: true; readonly exported: unknown }
   | { readonly ok: false; readonly problem: string };
 
-/** The SDK this core was built against: a plugin resolving another copy would get tokens the broker never registered. */
-const coreSdkFile = (): string | undefined => {
-  try {
-    return realpathSync(fileURLToPath(import.meta.resolve(SDK_PACKAGE)));
-  } catch {
-    return undefined;
+let coreSdk: string | null | undefined;
+
+/** The SDK this core was built against (resolved once): a plugin resolving another copy would get tokens the broker never registered. */
+function coreSdkFile(): string | undefined {
+  if (coreSdk === undefined) {
+    try {
+      coreSdk = realpathSync(fileURLToPath(import.meta.resolve(SDK_PACKAGE)));
+    } catch {
+      coreSdk = null;
+    }
   }
-};
+  return coreSdk ?? undefined;
+}
 
 /** A config `use:` value: a path relative to the config file, or a package installed beside the config or with the broker. */
 async function importPlugin(use: string, baseDir: string): Promise<ImportOutcome> {
