@@ -1,8 +1,7 @@
 import type { Clock } from '@tessera/plugin-sdk';
-import { ConfigError } from '../config/errors.js';
 import { silentLogger } from '../logging.js';
 import { planGeneration, planKeySchedule, type ConfigSource, type GenerationPlan } from './plan.js';
-import { locateProblems } from './problems.js';
+import { collectProblems, locateProblems } from './problems.js';
 import { inertProcessScope, type Unchecked } from './scope.js';
 
 /** A config planned as `serve` would plan it, without serving, writing or connecting anything. */
@@ -26,22 +25,16 @@ export async function inspectConfig(source: ConfigSource, options: { clock?: Clo
   const { scope, problems, unchecked } = await inertProcessScope(config, { baseDir, ...(options.clock ? { clock: options.clock } : {}) });
   let plan: GenerationPlan | undefined;
   try {
-    plan = await planGeneration(source, scope.container, { purpose: 'check' });
+    plan = await collectProblems(problems, () => planGeneration(source, scope.container, { purpose: 'check' }));
+    // A generated development key is created at startup; configured key files are read as serve reads them.
+    if (config.keys.files.length > 0 || !config.keys.generate) {
+      await collectProblems(problems, () => planKeySchedule(config, scope.keyRing, { baseDir, log: silentLogger, generate: false }));
+    }
   } catch (error) {
-    if (!(error instanceof ConfigError)) {
-      await scope.close().catch(() => undefined);
-      throw error;
-    }
-    problems.push(...error.problems);
-  }
-  // A generated development key is created at startup; configured key files are read as serve reads them.
-  if (config.keys.files.length > 0 || !config.keys.generate) {
-    try {
-      await planKeySchedule(config, scope.keyRing, { baseDir, log: silentLogger, generate: false });
-    } catch (error) {
-      if (!(error instanceof ConfigError)) throw error;
-      problems.push(...error.problems);
-    }
+    // A fault, not a config problem: release what was started before reporting it.
+    await plan?.close().catch(() => undefined);
+    await scope.close().catch(() => undefined);
+    throw error;
   }
   const located = inFileOrder(locateProblems(problems, locate));
   if (located.length > 0 && plan) {

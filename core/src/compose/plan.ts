@@ -15,7 +15,7 @@ import { initPlugins, resolvePluginEntries, type LoadedPlugin, type PluginEntryR
 import { declaredSkewProblem, IssuerRegistry, ValidatorRegistry } from '../plugins/registry.js';
 import { PolicyEngine } from '../policy/policy-engine.js';
 import { checkAdminClients } from '../state/kill-switch-admin.js';
-import { locateProblems } from './problems.js';
+import { collectProblems, locateProblems } from './problems.js';
 import { closeAll } from './scope.js';
 
 export type { ConfigSource };
@@ -55,15 +55,7 @@ export interface PlanOptions {
 export async function planGeneration(source: ConfigSource, parent: DependencyContainer, options: PlanOptions): Promise<GenerationPlan> {
   const { config, baseDir, locate } = source;
   const problems: string[] = [];
-  const collect = <T>(step: () => T): T | undefined => {
-    try {
-      return step();
-    } catch (error) {
-      if (!(error instanceof ConfigError)) throw error;
-      problems.push(...error.problems);
-      return undefined;
-    }
-  };
+  const collect = <T>(step: () => T) => collectProblems(problems, step);
   const resolution = options.preResolved ? { results: [...options.preResolved], problems: [] } : await resolvePluginEntries(config.plugins, baseDir, locate);
   problems.push(...resolution.problems);
   // A config that will be refused starts nothing that would dial out; a check goes on, to report more.
@@ -83,10 +75,10 @@ export async function planGeneration(source: ConfigSource, parent: DependencyCon
     const validators = new ValidatorRegistry();
     const issuers = new IssuerRegistry();
     for (const plugin of plugins) {
-      for (const validator of plugin.provides.validators ?? []) collect(() => validators.add(plugin.name, validator));
-      for (const issuer of plugin.provides.issuers ?? []) collect(() => issuers.add(plugin.name, issuer, plugin.apiVersion));
+      for (const validator of plugin.provides.validators ?? []) await collect(() => validators.add(plugin.name, validator));
+      for (const issuer of plugin.provides.issuers ?? []) await collect(() => issuers.add(plugin.name, issuer, plugin.apiVersion));
     }
-    if (pluginsComplete) collect(() => grantActorTrust(config.delegation, plugins, validators));
+    if (pluginsComplete) await collect(() => grantActorTrust(config.delegation, plugins, validators));
     const extractors: RegisteredExtractor[] = plugins.flatMap((plugin) => (plugin.provides.attributeExtractors ?? []).map((extractor) => ({ plugin: plugin.name, extractor })));
     const assertionVerifiers = new Map<string, ClientAssertionVerifier>();
     for (const plugin of plugins) {
@@ -136,11 +128,11 @@ export async function planGeneration(source: ConfigSource, parent: DependencyCon
     );
 
     // Built now, so bad client keys, hashes or rule defaults are refused here, not at the first request.
-    collect(() => resolve(container, coreTokens.policy));
-    const authenticator = collect(() => resolve(container, coreTokens.clientAuthenticator));
+    await collect(() => resolve(container, coreTokens.policy));
+    const authenticator = await collect(() => resolve(container, coreTokens.clientAuthenticator));
     if (authenticator) {
-      collect(() => checkFrontDoors(config, issuers, authenticator, pluginsComplete));
-      collect(() => checkAdminClients(config, authenticator));
+      await collect(() => checkFrontDoors(config, issuers, authenticator, pluginsComplete));
+      await collect(() => checkAdminClients(config, authenticator));
       const unverifiable = authenticator.requiredAssertionTypes().filter((type) => !assertionVerifiers.has(type));
       if (pluginsComplete && unverifiable.length > 0) {
         problems.push(`clients: no plugin verifies client assertions of type ${unverifiable.join(', ')} (spiffe_jwt clients need @tessera/plugin-spiffe)`);

@@ -1,4 +1,18 @@
-import type { ConfigPath, Locator } from '../config/errors.js';
+import { ConfigError, type ConfigPath, type Locator } from '../config/errors.js';
+
+/**
+ * Runs one check of a plan: a `ConfigError` adds its problems to `problems` and the plan goes on (every
+ * problem is reported at once); anything else is a fault and is thrown.
+ */
+export async function collectProblems<T>(problems: string[], step: () => T | Promise<T>): Promise<T | undefined> {
+  try {
+    return await step();
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    problems.push(...error.problems);
+    return undefined;
+  }
+}
 
 /** A problem already placed: `file:line: …` (the locator's form) or `file: …`. */
 const LOCATED = /^[^\s:]+(?::\d+)?: /;

@@ -5,7 +5,6 @@ import { tokens, UpstreamError, type BrokerInfo, type Clock, type HttpFetcher, t
 import { AuditSinkError, MemoryAuditSink, type AuditSink } from '../audit/audit-log.js';
 import { auditFilePath, openAuditSink, type ChainedAuditSink } from '../audit/chained-sink.js';
 import { systemClock } from '../clock.js';
-import { ConfigError } from '../config/errors.js';
 import type { BrokerConfig } from '../config/schema.js';
 import { coreTokens } from '../di/tokens.js';
 import { provideValue } from '../di/container.js';
@@ -18,6 +17,7 @@ import { DEFAULT_JWKS_OPTIONS, RemoteJwksCache, type RemoteJwksOptions } from '.
 import { createLogger, silentLogger } from '../logging.js';
 import { PromMetrics } from '../metrics.js';
 import { RATE_LIMIT_METRICS } from '../oauth/rate-limit.js';
+import { collectProblems } from './problems.js';
 import { StoreReplayStore } from '../oauth/replay-store.js';
 import { StoreRevocationList } from '../oauth/revocation.js';
 import { TOKEN_ENDPOINT_METRICS } from '../oauth/token-endpoint.js';
@@ -194,13 +194,8 @@ export async function inertProcessScope(config: BrokerConfig, options: { baseDir
   if (tls && 'spiffe' in tls) unchecked.push({ what: 'listen.tls.spiffe', why: 'the Workload API is not contacted' });
   if (tls && 'certFile' in tls) {
     // Read and parsed exactly as serve does; the holder is closed at once (it would watch the files).
-    try {
-      const holder = await openListenerTls(tls, { baseDir: options.baseDir, log });
-      holder.close();
-    } catch (error) {
-      if (!(error instanceof ConfigError)) throw error;
-      problems.push(...error.problems);
-    }
+    const holder = await collectProblems(problems, () => openListenerTls(tls, { baseDir: options.baseDir, log }));
+    holder?.close();
   }
   problems.push(...(await auditDestinationProblems(config, options.baseDir)));
   if (config.plugins.length > 0) unchecked.push({ what: 'plugins', why: 'remote services plugins use (issuers\' keys, SPIRE agent, cloud APIs) are not contacted' });
