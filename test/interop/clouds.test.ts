@@ -5,11 +5,11 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createLocalJWKSet, decodeJwt, jwtVerify } from 'jose';
 import { runExchangeCommand } from '@tessera/client';
-import { DelegatedIdentityClient, parseSelector, WorkloadApiClient } from '@tessera/spiffe';
+import { WorkloadApiClient } from '@tessera/spiffe';
 import { LoopbackIssuer, sendJson, startLoopbackServer, type LoopbackServer } from '@tessera/plugin-testkit';
 import { accessTokenPlugin, startBroker, type RunningBroker } from '../e2e/support.js';
 import { MOTO_ACCOUNT, MotoServer, requireMotoOrSkip } from '../../plugins/aws/test/moto.js';
-import { spireRequired, spireUnavailableReason, startSpire, type Spire } from './spire.js';
+import { spireRequired, spireUnavailableReason, startSpire, waitForDelegatedEntry, type Spire } from '../src/spire.js';
 
 const unavailable = spireUnavailableReason() ?? (requireMotoOrSkip() ? undefined : 'moto is not installed');
 const moto = requireMotoOrSkip();
@@ -189,20 +189,5 @@ function sendText(response: ServerResponse, text: string): void {
 
 /** Entries with selectors no local process has reach the agent only through the Delegated Identity API. */
 async function waitForDelegated(spire: Spire, selectorSets: readonly (readonly string[])[]): Promise<void> {
-  const admin = new DelegatedIdentityClient(`unix://${spire.adminSocket}`);
-  try {
-    for (const selectors of selectorSets) {
-      for (let attempt = 0; ; attempt++) {
-        try {
-          await admin.fetchJwtSvids({ audience: ['probe'], selectors: selectors.map(parseSelector) });
-          break;
-        } catch (error) {
-          if (attempt > 200) throw error;
-          await new Promise((resolve) => setTimeout(resolve, 250));
-        }
-      }
-    }
-  } finally {
-    admin.close();
-  }
+  for (const selectors of selectorSets) await waitForDelegatedEntry(spire.adminSocket, selectors);
 }

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createLocalJWKSet, decodeJwt, jwtVerify } from 'jose';
 import { DelegatedIdentityClient, parseSelector } from '@tessera/spiffe';
 import { ACCESS_TOKEN, accessTokenPlugin, JWT, LoopbackIssuer, oidcPlugin, postToken, startBroker, TOKEN_EXCHANGE, type RunningBroker, JWT_SVID, JWT_SPIFFE } from '../e2e/support.js';
-import { spireRequired, spireUnavailableReason, startSpire, type Spire } from './spire.js';
+import { spireRequired, spireUnavailableReason, startSpire, type Spire } from '../src/spire.js';
 
 const AGENT = 'spiffe://example.org/agents/assistant';
 const MCP = 'spiffe://example.org/mcp/crm-tools';

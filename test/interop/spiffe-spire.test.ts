@@ -3,30 +3,12 @@ import { createLocalJWKSet, decodeJwt, jwtVerify } from 'jose';
 import { createBroker, MemoryAuditSink, silentLogger, validateConfig } from '@tessera/core';
 import { DelegatedIdentityClient, parseSelector } from '@tessera/spiffe';
 import { accessTokenPlugin, LoopbackIssuer, postToken, startBroker, TOKEN_EXCHANGE, type RunningBroker, JWT_SVID, JWT_SPIFFE } from '../e2e/support.js';
-import { spireRequired, spireUnavailableReason, startSpire, type Spire } from './spire.js';
+import { spireRequired, spireUnavailableReason, startSpire, waitForDelegatedEntry, type Spire } from '../src/spire.js';
 
 const PAYMENTS_API = 'spiffe://example.org/ns/payments/sa/api';
 const PAYMENTS_SELECTORS = ['k8s:ns:payments', 'k8s:sa:api'];
 const unavailable = spireUnavailableReason();
 
-/** Entries with selectors no local process has are served only through the Delegated Identity API: poll it. */
-async function waitForDelegatedEntry(adminSocket: string, selectors: readonly string[], timeoutMs = 60_000): Promise<void> {
-  const client = new DelegatedIdentityClient(`unix://${adminSocket}`);
-  const deadline = Date.now() + timeoutMs;
-  try {
-    for (;;) {
-      try {
-        await client.fetchJwtSvids({ audience: ['probe'], selectors: selectors.map(parseSelector) });
-        return;
-      } catch (error) {
-        if (Date.now() > deadline) throw error;
-        await new Promise((resolve) => setTimeout(resolve, 250));
-      }
-    }
-  } finally {
-    client.close();
-  }
-}
 
 describe('SPIFFE and SPIRE, for real', () => {
   let spire: Spire;

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { createLocalJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { SPIRE_BIN, spireRequired, spireUnavailableReason, startSpire, type Spire } from './spire.js';
+import { SPIRE_BIN, spireRequired, spireUnavailableReason, startSpire, type Spire } from '../src/spire.js';
 
 const unavailable = spireUnavailableReason();
 

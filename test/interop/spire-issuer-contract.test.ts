@@ -2,7 +2,7 @@ import { describe, it } from 'vitest';
 import { TOKEN_TYPE_JWT_SVID } from '@tessera/plugin-sdk';
 import { describeIssuerContract } from '@tessera/plugin-testkit/contract';
 import { DelegatedIdentityClient, parseSelector } from '@tessera/spiffe';
-import { spireRequired, spireUnavailableReason, startSpire } from './spire.js';
+import { spireRequired, spireUnavailableReason, startSpire } from '../src/spire.js';
 
 const unavailable = spireUnavailableReason();
 const WORKLOAD = 'spiffe://example.org/ns/contract/sa/api';

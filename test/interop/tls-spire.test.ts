@@ -8,7 +8,7 @@ import { mkdtemp } from 'node:fs/promises';
 import { connect, type PeerCertificate, type TLSSocket } from 'node:tls';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createBroker, MemoryAuditSink, silentLogger, validateConfig, type Broker, type RunningServer } from '@tessera/core';
-import { spireRequired, spireUnavailableReason, startSpire, type Spire } from './spire.js';
+import { spireRequired, spireUnavailableReason, startSpire, type Spire } from '../src/spire.js';
 
 const unavailable = spireUnavailableReason();
 /** Short enough that the agent rotates it (at about half its life) within the test. */

@@ -2,7 +2,7 @@ import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createLocalJWKSet, jwtVerify } from 'jose';
 import { DelegatedIdentityClient, WorkloadApiClient, WorkloadApiError, type JwtBundle } from '@tessera/spiffe';
-import { spireRequired, spireUnavailableReason, startSpire, type Spire } from './spire.js';
+import { spireRequired, spireUnavailableReason, startSpire, type Spire } from '../src/spire.js';
 
 const unavailable = spireUnavailableReason();
 

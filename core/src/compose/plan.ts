@@ -9,6 +9,7 @@ import type { KeyPlan, RotatingKeyRing } from '../keys/key-rotation.js';
 import { provideFactory, provideValue, resolve } from '../di/container.js';
 import { ClientAuthenticator } from '../oauth/client-auth.js';
 import { ExchangePipeline, type RegisteredExtractor } from '../oauth/exchange-pipeline.js';
+import { VerifiedTokenCache } from '../oauth/verified-token-cache.js';
 import { GRANT_TYPE_URIS } from '../oauth/token-endpoint.js';
 import { grantActorTrust } from '../plugins/actor-trust.js';
 import { initPlugins, resolvePluginEntries, type LoadedPlugin, type PluginEntryResult } from '../plugins/loader.js';
@@ -124,6 +125,7 @@ export async function planGeneration(source: ConfigSource, parent: DependencyCon
           maxChainDepth: config.delegation.maxChainDepth,
           maxIssuedTokenBytes: config.limits.maxIssuedTokenBytes,
           killSwitch: resolve(c, coreTokens.killSwitch),
+          verifiedTokens: new VerifiedTokenCache(config.limits.verifiedTokens, resolve(c, coreTokens.verifiedTokenCounter)),
         }),
     );
 

@@ -16,6 +16,7 @@ import { RotatingKeyRing } from '../keys/key-rotation.js';
 import { DEFAULT_JWKS_OPTIONS, RemoteJwksCache, type RemoteJwksOptions } from '../keys/remote-jwks.js';
 import { createLogger, silentLogger } from '../logging.js';
 import { PromMetrics } from '../metrics.js';
+import { VERIFIED_TOKEN_METRICS } from '../oauth/verified-token-cache.js';
 import { RATE_LIMIT_METRICS } from '../oauth/rate-limit.js';
 import { collectProblems } from './problems.js';
 import { StoreReplayStore } from '../oauth/replay-store.js';
@@ -95,7 +96,8 @@ function provideProcessServices(
   provideValue(container, tokens.replayStore, options.replayStore ?? new StoreReplayStore(store, clock));
   provideValue(container, tokens.revocationList, options.revocationList ?? new StoreRevocationList(store, clock));
   provideValue(container, tokens.brokerInfo, { issuer: info.issuer, tokenEndpoint: info.tokenEndpoint });
-  provideValue(container, tokens.metrics, metrics.forPlugins([...TOKEN_ENDPOINT_METRICS, ...ADMISSION_METRICS, ...RATE_LIMIT_METRICS]));
+  provideValue(container, coreTokens.verifiedTokenCounter, metrics.counter(VERIFIED_TOKEN_METRICS[0], 'Subject and actor token validations: verified by their plugin, or a verification reused', ['outcome']));
+  provideValue(container, tokens.metrics, metrics.forPlugins([...TOKEN_ENDPOINT_METRICS, ...ADMISSION_METRICS, ...RATE_LIMIT_METRICS, ...VERIFIED_TOKEN_METRICS]));
 }
 
 /**

@@ -55,3 +55,29 @@ export const rateLimitSchema = z
   .strict();
 
 export type RateLimit = z.output<typeof rateLimitSchema>;
+
+export const VERIFIED_TOKEN_DEFAULTS = {
+  maxEntries: 10_000,
+  maxAgeSeconds: 60,
+};
+
+export const verifiedTokensSchema = z
+  .object({
+    maxEntries: z
+      .number()
+      .int()
+      .min(0)
+      .max(1_000_000)
+      .default(VERIFIED_TOKEN_DEFAULTS.maxEntries)
+      .describe('Verified subject and actor tokens remembered at most, per broker process (least recently used dropped first); 0 verifies every presentation'),
+    maxAgeSeconds: z
+      .number()
+      .int()
+      .min(1)
+      .max(3_600)
+      .default(VERIFIED_TOKEN_DEFAULTS.maxAgeSeconds)
+      .describe('Longest a verification is reused, whatever the token\'s own expiry: bounds how long a key removed from an issuer\'s JWKS still vouches for tokens it signed'),
+  })
+  .strict()
+  .default(VERIFIED_TOKEN_DEFAULTS)
+  .describe('Reuse of verified subject and actor tokens presented again (an agent exchanging one token for several audiences), for validators that allow it. Keyed by a hash of the token, the client and the role; never for client assertions or other single-use proofs; revocation, policy and the kill switch are checked on every request');

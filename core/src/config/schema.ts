@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { adminConfigSchema } from './admin-schema.js';
 import { auditConfigSchema } from './audit-schema.js';
-import { IN_FLIGHT_DEFAULTS, inFlightSchema, rateLimitSchema } from './limits-schema.js';
+import { IN_FLIGHT_DEFAULTS, inFlightSchema, rateLimitSchema, VERIFIED_TOKEN_DEFAULTS, verifiedTokensSchema } from './limits-schema.js';
 import { storeConfigSchema } from './store-schema.js';
 import { tracingConfigSchema } from './tracing-schema.js';
 
@@ -484,12 +484,13 @@ export const brokerConfigSchema = z
           .describe('Wall-clock backstop for a policy condition (match.when) that iterates or binds (its cost is already bounded at load); past it the rule does not match'),
         connections: connectionLimitsSchema,
         inFlight: inFlightSchema,
+        verifiedTokens: verifiedTokensSchema,
         perClient: rateLimitSchema
           .optional()
           .describe('Token requests each authenticated client may make per window, unless its own rateLimit says otherwise (default: unlimited); past it 429 with Retry-After'),
       })
       .strict()
-      .default({ maxBodyBytes: 65_536, validationTimeoutMs: 5_000, maxIssuedTokenBytes: 8_192, conditionTimeoutMs: 100, connections: CONNECTION_LIMIT_DEFAULTS, inFlight: IN_FLIGHT_DEFAULTS }),
+      .default({ maxBodyBytes: 65_536, validationTimeoutMs: 5_000, maxIssuedTokenBytes: 8_192, conditionTimeoutMs: 100, connections: CONNECTION_LIMIT_DEFAULTS, inFlight: IN_FLIGHT_DEFAULTS, verifiedTokens: VERIFIED_TOKEN_DEFAULTS }),
     delegation: z
       .object({
         maxChainDepth: z

@@ -1,4 +1,4 @@
-import { token } from '@tessera/plugin-sdk';
+import { token, type Counter } from '@tessera/plugin-sdk';
 import type { AuditSink } from '../audit/audit-log.js';
 import type { BrokerConfig } from '../config/schema.js';
 import type { ClientAuthenticator } from '../oauth/client-auth.js';
@@ -25,4 +25,6 @@ export const coreTokens = {
   introspectionEndpoint: token<IntrospectionEndpoint>('tessera.introspectionEndpoint'),
   stateStore: token<StateStore>('tessera.stateStore'),
   killSwitch: token<KillSwitch>('tessera.killSwitch'),
+  /** Counts subject and actor validations, verified or reused (process-wide, so reloads keep counting). */
+  verifiedTokenCounter: token<Counter>('tessera.verifiedTokenCounter'),
 } as const;

@@ -1,9 +1,10 @@
 import { createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto';
 import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
-import { calculateJwkThumbprint, createLocalJWKSet, exportJWK, generateKeyPair, SignJWT, type JSONWebKeySet, type JWK, type JWTPayload, type JWTVerifyGetKey } from 'jose';
+import { calculateJwkThumbprint, createLocalJWKSet, exportJWK, generateKeyPair, type JSONWebKeySet, type JWK, type JWTPayload, type JWTVerifyGetKey } from 'jose';
 import type { KeyRing, Logger, SignedToken } from '@tessera/plugin-sdk';
 import { ConfigError } from '../config/errors.js';
+import { signCompactJwt } from './compact-sign.js';
 import { SIGNING_ALGORITHMS, type BrokerConfig } from '../config/schema.js';
 
 type SigningAlgorithm = BrokerConfig['keys']['algorithm'];
@@ -48,7 +49,7 @@ export class LocalKeyRing implements KeyRing {
 
   async sign(claims: JWTPayload, options: { readonly typ: string }): Promise<SignedToken> {
     const active = this.#signer;
-    const token = await new SignJWT(claims).setProtectedHeader({ alg: active.alg, kid: active.kid, typ: options.typ }).sign(active.privateKey);
+    const token = signCompactJwt(claims, { alg: active.alg, kid: active.kid, typ: options.typ }, active.privateKey);
     return { token, kid: active.kid, alg: active.alg };
   }
 

@@ -1,6 +1,7 @@
-import { calculateJwkThumbprint, createLocalJWKSet, SignJWT, type JSONWebKeySet, type JWTPayload, type JWTVerifyGetKey } from 'jose';
+import { calculateJwkThumbprint, createLocalJWKSet, type JSONWebKeySet, type JWTPayload, type JWTVerifyGetKey } from 'jose';
 import type { Clock, KeyRing, Logger, SignedToken } from '@tessera/plugin-sdk';
 import { ConfigError } from '../config/errors.js';
+import { signCompactJwt } from './compact-sign.js';
 import { signerOf, type SigningKey } from './key-ring.js';
 
 /**
@@ -197,7 +198,7 @@ export class RotatingKeyRing implements KeyRing {
       if (this.#lastSigner !== undefined) this.log.info({ kid, previousKid: this.#lastSigner }, 'keys: a new signing key is in use');
       this.#lastSigner = kid;
     }
-    const token = await new SignJWT(claims).setProtectedHeader({ alg, kid, typ: options.typ }).sign(privateKey);
+    const token = signCompactJwt(claims, { alg, kid, typ: options.typ }, privateKey);
     return { token, kid, alg };
   }
 

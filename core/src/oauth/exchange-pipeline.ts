@@ -29,6 +29,7 @@ import type { IssuerRegistry, ValidatorRegistry } from '../plugins/registry.js';
 import type { PolicyDecision, PolicyEngine, PolicyRequest, RuleExplanation } from '../policy/policy-engine.js';
 import { KillSwitchQuery, type KillSwitch } from '../state/kill-switch.js';
 import { errorCode, inSpan, markFailed, tracer } from '../telemetry/tracing.js';
+import { VerifiedTokenCache } from './verified-token-cache.js';
 
 /** RFC 8693 §2.2.2: one fixed description for every kill-switch refusal; the audit record names the entry kind. */
 export const REVOKED_PARTY = 'a party to this request has been revoked';
@@ -94,6 +95,8 @@ export interface PipelineDeps {
   readonly maxIssuedTokenBytes: number;
   /** Operator revocations of clients, subjects, issuers, SPIFFE IDs and broker tokens. */
   readonly killSwitch?: KillSwitch;
+  /** Subject and actor identities reused for validators that allow it; none when absent. */
+  readonly verifiedTokens?: VerifiedTokenCache;
 }
 
 export interface ValidateOptions {
@@ -155,7 +158,7 @@ export class ExchangePipeline {
       ...(client ? { client } : {}),
     };
     try {
-      const identity = checkIdentity(await Promise.race([validator.validate(token, ctx), timedOut]), {
+      const identity = checkIdentity(await Promise.race([this.#verified(validator, token, ctx), timedOut]), {
         tokenType,
         now: ctx.now,
         clockSkewSeconds: validator.clockSkewSeconds,
@@ -171,6 +174,34 @@ export class ExchangePipeline {
     } catch (error) {
       throw this.#roleError(error, role, tokenType);
     }
+  }
+
+  /**
+   * The validator's answer, or one it gave for the same token and context before, where the validator
+   * allows reuse. Only subject and actor tokens: client assertions and JWT bearer assertions are
+   * single-use proofs, checked (and remembered as used) every time.
+   */
+  async #verified(validator: SubjectValidator, token: string, ctx: ValidationContext): Promise<VerifiedIdentity> {
+    const cache = this.deps.verifiedTokens;
+    if (!cache || (ctx.role !== 'subject' && ctx.role !== 'actor')) return validator.validate(token, ctx);
+    const caching = cache.enabled ? validator.caching : undefined;
+    const key = caching ? VerifiedTokenCache.key(token, ctx) : undefined;
+    const reused = key === undefined ? undefined : cache.get(key, ctx.now);
+    if (reused) {
+      try {
+        await caching!.recheck?.(reused, ctx);
+      } catch (error) {
+        cache.delete(key!);
+        throw error;
+      }
+      cache.count('reused');
+      return reused;
+    }
+    const identity = await validator.validate(token, ctx);
+    cache.count('verified');
+    // What a plugin returned is shape-checked by the caller, reused or not; only a dated identity is kept.
+    if (key !== undefined && (identity as Partial<VerifiedIdentity> | undefined)?.expiresAt instanceof Date) cache.set(key, identity, ctx.now);
+    return identity;
   }
 
   /** Runs the attribute extractors that apply; validator attributes win over extracted ones. */

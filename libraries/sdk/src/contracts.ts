@@ -80,7 +80,28 @@ export interface SubjectValidator {
    * proofs for exactly that long.
    */
   readonly clockSkewSeconds?: number;
+  /**
+   * Lets core reuse this validator's verified identities when the same token is presented again (an
+   * agent exchanging one token for several audiences). Absent: every presentation is validated. Declare
+   * it only where validation has no side effect a reuse would skip (never for single-use proofs).
+   */
+  readonly caching?: ValidationCaching;
   validate(token: string, ctx: ValidationContext): Promise<VerifiedIdentity>;
+}
+
+/**
+ * How core may reuse a validator's result. An entry is keyed by a SHA-256 of the token and everything in
+ * the context a result depends on (token type, role, audience rule, presenting client); it lives until
+ * the identity expires and at most the broker's `limits.verifiedTokens.maxAgeSeconds`, and dies with
+ * the config generation that made it. Core's own checks (expiry, kill switch, policy) run on every
+ * request, reused or not.
+ */
+export interface ValidationCaching {
+  /**
+   * Runs on every reuse, for what may change while a token stays valid (e.g. a revocation list).
+   * Throw `InvalidToken` to refuse; the entry is dropped.
+   */
+  recheck?(identity: VerifiedIdentity, ctx: ValidationContext): Promise<void>;
 }
 
 /**

@@ -13,6 +13,7 @@ export type {
   SubjectValidator,
   TokenIssuer,
   TokenTypeUrn,
+  ValidationCaching,
   ValidationContext,
   ValidationRole,
   VerifiedIdentity,
@@ -69,8 +70,11 @@ export {
   TOKEN_TYPE_REFRESH_TOKEN,
   TOKEN_TYPE_STARFLY_SPIFFE_SVID,
 } from './token-types.js';
-/** Version of the plugin API this SDK describes; plugins declare a range over it. 1.4: `init` learns its `purpose`. */
-export const PLUGIN_API_VERSION = '1.4.0';
+/**
+ * Version of the plugin API this SDK describes; plugins declare a range over it. 1.4: `init` learns its
+ * `purpose`. 1.5: validators may let core reuse verified identities (`SubjectValidator.caching`).
+ */
+export const PLUGIN_API_VERSION = '1.5.0';
 /** This package's own version: the broker checks a plugin's declared SDK range against it. */
 export const SDK_VERSION: string = (createRequire(import.meta.url)('../package.json') as { version: string }).version;
 export { ASYMMETRIC_ALGORITHMS, DEFAULT_ALGORITHMS, fetchableUrl, JwtVerifier, toInvalidToken, trustedIssuerSchema } from './jwt-verifier.js';

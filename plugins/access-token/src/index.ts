@@ -23,6 +23,7 @@ import {
   type TokenTypeUrn,
   type ValidationContext,
   type VerifiedIdentity,
+  type ValidationCaching,
 } from '@tessera/plugin-sdk';
 
 /** RFC 9068 §2.1: the `typ` header of a JWT access token. */
@@ -129,6 +130,12 @@ export class BrokerAccessTokenValidator implements SubjectValidator {
   readonly tokenTypes: readonly TokenTypeUrn[] = [TOKEN_TYPE_ACCESS_TOKEN];
   readonly actorTrust = 'broker' as const;
   readonly clockSkewSeconds = OWN_TOKEN_CLOCK_SKEW_SECONDS;
+  /** A reused verification still asks the revocation list (RFC 7009) every time. */
+  readonly caching: ValidationCaching = {
+    recheck: async (identity) => {
+      if (await isRevoked(this.deps.revocationList, identity.claims.jti as string)) throw new InvalidToken('claims', 'revoked');
+    },
+  };
 
   constructor(private readonly deps: BrokerAccessTokenValidatorDeps) {}
 

@@ -7,6 +7,7 @@ import {
   type TokenTypeUrn,
   type ValidationContext,
   type VerifiedIdentity,
+  type ValidationCaching,
 } from '@tessera/plugin-sdk';
 import { compileRoleArnPattern, parseCallerArn, type Principal } from './arn.js';
 import { allowedEndpoints, type AwsConfig, type StsEndpoint } from './config.js';
@@ -25,6 +26,8 @@ export interface AwsStsValidatorDeps {
 export class AwsStsValidator implements SubjectValidator {
   readonly tokenTypes: readonly TokenTypeUrn[];
   readonly clockSkewSeconds: number;
+  /** Reuse of STS's answer for a repeated proof, unless each proof may be used once (`singleUse`). */
+  readonly caching: ValidationCaching | undefined;
   readonly #config: AwsConfig;
   readonly #endpoints: ReadonlyMap<string, StsEndpoint>;
   readonly #accounts: ReadonlySet<string>;
@@ -36,6 +39,7 @@ export class AwsStsValidator implements SubjectValidator {
   ) {
     this.tokenTypes = config.tokenTypes as TokenTypeUrn[];
     this.clockSkewSeconds = config.clockSkewSeconds;
+    this.caching = config.singleUse ? undefined : {};
     this.#config = config;
     this.#endpoints = allowedEndpoints(config);
     this.#accounts = new Set(config.accounts);

@@ -12,6 +12,7 @@ import {
   type TokenTypeUrn,
   type ValidationContext,
   type VerifiedIdentity,
+  type ValidationCaching,
 } from '@tessera/plugin-sdk';
 import { compileResourceIdPattern, parseResourceId, type Matcher } from './resource-id.js';
 import { TenantDiscovery, tenantEndpoints, type TenantEndpoint } from './tenant-discovery.js';
@@ -97,6 +98,8 @@ export type AzureConfig = z.output<typeof azureConfigSchema>;
 export class AzureManagedIdentityValidator implements SubjectValidator {
   readonly tokenTypes: readonly TokenTypeUrn[];
   readonly clockSkewSeconds: number;
+  /** Verification is a pure function of the token and the issuer's keys: core may reuse it. */
+  readonly caching: ValidationCaching = {};
   readonly #endpoints: ReadonlyMap<string, TenantEndpoint>;
   readonly #verifiers = new Map<string, { readonly jwksUri: string; readonly verifier: JwtVerifier }>();
   readonly #audiences: ReadonlySet<string>;

@@ -9,6 +9,7 @@ import {
   type TokenTypeUrn,
   type ValidationContext,
   type VerifiedIdentity,
+  type ValidationCaching,
 } from '@tessera/plugin-sdk';
 import type { JWTPayload } from 'jose';
 import { compileEmailPatterns, type Matcher } from './email-pattern.js';
@@ -123,6 +124,8 @@ export type GcpConfig = z.output<typeof gcpConfigSchema>;
 export class GcpValidator implements SubjectValidator {
   readonly tokenTypes: readonly TokenTypeUrn[];
   readonly clockSkewSeconds: number;
+  /** Verification is a pure function of the token and the issuer's keys: core may reuse it. */
+  readonly caching: ValidationCaching = {};
   readonly #issuer: string;
   readonly #projects: ReadonlySet<string> | undefined;
   readonly #serviceAccounts: Matcher | undefined;

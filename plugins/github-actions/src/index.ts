@@ -9,6 +9,7 @@ import {
   type TokenTypeUrn,
   type ValidationContext,
   type VerifiedIdentity,
+  type ValidationCaching,
 } from '@tessera/plugin-sdk';
 
 /** Tessera's token type for GitHub Actions OIDC tokens (not an IETF type: GitHub defines none). */
@@ -65,6 +66,8 @@ export type GithubActionsConfig = z.output<typeof githubActionsConfigSchema>;
 export class GithubActionsValidator implements SubjectValidator {
   readonly tokenTypes: readonly TokenTypeUrn[];
   readonly clockSkewSeconds: number;
+  /** Verification is a pure function of the token and the issuer's keys: core may reuse it. */
+  readonly caching: ValidationCaching = {};
   readonly #owners: ReadonlySet<string>;
   readonly #ownerIds: ReadonlySet<string> | undefined;
 

@@ -1,4 +1,4 @@
-import { ASYMMETRIC_ALGORITHMS, decodeUnverifiedJwt, InvalidToken, type SubjectValidator, type TokenTypeUrn, type ValidationContext, type VerifiedIdentity } from '@tessera/plugin-sdk';
+import { ASYMMETRIC_ALGORITHMS, decodeUnverifiedJwt, InvalidToken, type SubjectValidator, type TokenTypeUrn, type ValidationCaching, type ValidationContext, type VerifiedIdentity } from '@tessera/plugin-sdk';
 import { LEGACY_ISSUER } from './config.js';
 import { OfflineCluster } from './offline-cluster.js';
 import { TokenReviewCluster } from './token-review-cluster.js';
@@ -14,6 +14,8 @@ export class KubernetesValidator implements SubjectValidator {
   readonly #clusters: ReadonlyMap<string, KubernetesCluster>;
   readonly #legacy: TokenReviewCluster | undefined;
   readonly clockSkewSeconds: number;
+  /** Keys or a TokenReview vouch for a token until it expires; core bounds reuse (limits.verifiedTokens.maxAgeSeconds). */
+  readonly caching: ValidationCaching = {};
 
   constructor(
     readonly tokenTypes: readonly TokenTypeUrn[],

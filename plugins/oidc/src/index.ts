@@ -10,6 +10,7 @@ import {
   type TokenTypeUrn,
   type ValidationContext,
   type VerifiedIdentity,
+  type ValidationCaching,
 } from '@tessera/plugin-sdk';
 
 const tokenTypeUrn = z.string().regex(/^urn:\S+$/, 'must be a urn:');
@@ -36,6 +37,8 @@ export type OidcConfig = z.output<typeof oidcConfigSchema>;
 export class OidcValidator implements SubjectValidator {
   readonly tokenTypes: readonly TokenTypeUrn[];
   readonly clockSkewSeconds: number;
+  /** Verification is a pure function of the token and the issuer's keys: core may reuse it. */
+  readonly caching: ValidationCaching = {};
 
   constructor(
     config: OidcConfig,

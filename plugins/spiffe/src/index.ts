@@ -118,7 +118,7 @@ export default definePlugin({
     return {
       // Workload identities from trust domains this deployment trusts may act for others (delegation).
       validators: [
-        { tokenTypes: config.tokenTypes as TokenTypeUrn[], actorTrust: 'workload', clockSkewSeconds: config.clockSkewSeconds, validate: (token, ctx) => verifier.verify(token, ctx) },
+        { tokenTypes: config.tokenTypes as TokenTypeUrn[], actorTrust: 'workload', clockSkewSeconds: config.clockSkewSeconds, caching: {}, validate: (token, ctx) => verifier.verify(token, ctx) },
       ],
       ...(config.clientAuthentication
         ? { clientAssertionVerifiers: [{ assertionTypes: [CLIENT_ASSERTION_TYPE_JWT_SPIFFE], clockSkewSeconds: config.clockSkewSeconds, verify: (token, ctx) => verifier.verify(token, ctx) }] }

@@ -5,6 +5,7 @@ import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { JSONWebKeySet, JWK } from 'jose';
+import { DelegatedIdentityClient, parseSelector } from '@tessera/spiffe';
 
 /** Where `scripts/install-spire.sh` puts `spire-server` and `spire-agent`. */
 export const SPIRE_BIN = fileURLToPath(new URL('../../.tools/spire/bin', import.meta.url));
@@ -416,5 +417,24 @@ async function tail(path: string, lines = 40): Promise<string> {
     return (await readFile(path, 'utf8')).trimEnd().split('\n').slice(-lines).join('\n');
   } catch {
     return '(no log)';
+  }
+}
+
+/** Entries with selectors no local process has are served only through the Delegated Identity API: poll it. */
+export async function waitForDelegatedEntry(adminSocket: string, selectors: readonly string[], timeoutMs = 60_000): Promise<void> {
+  const client = new DelegatedIdentityClient(`unix://${adminSocket}`);
+  const deadline = Date.now() + timeoutMs;
+  try {
+    for (;;) {
+      try {
+        await client.fetchJwtSvids({ audience: ['probe'], selectors: selectors.map(parseSelector) });
+        return;
+      } catch (error) {
+        if (Date.now() > deadline) throw error;
+        await new Promise((resolve) => setTimeout(resolve, 250));
+      }
+    }
+  } finally {
+    client.close();
   }
 }
