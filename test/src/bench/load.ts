@@ -83,7 +83,7 @@ export async function attack(scenario: BenchScenario, bodies: readonly string[],
 }
 
 async function decode(output: string): Promise<VegetaResult[]> {
-  const encoded = join(`${output}.jsonl`);
+  const encoded = `${output}.jsonl`;
   const code = await new Promise<number | null>((done) => spawn(VEGETA, ['encode', '--to', 'json', `--output=${encoded}`, output], { stdio: 'ignore' }).once('exit', done));
   if (code !== 0) throw new Error(`vegeta encode exited ${code}`);
   const text = await readFile(encoded, 'utf8');
