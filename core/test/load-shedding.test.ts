@@ -95,7 +95,7 @@ describe('admissionControl middleware', () => {
     const parked: (() => void)[] = [];
     const app = new Koa();
     app.use(renderErrors(silentLogger));
-    app.use(admit('token'));
+    app.use(admit.door('token'));
     app.use(async (ctx) => {
       await new Promise<void>((resume) => parked.push(resume));
       let body = '';
@@ -166,6 +166,90 @@ describe('admissionControl middleware', () => {
   });
 });
 
+describe('admissionControl early shed', () => {
+  let server: Server | undefined;
+  afterEach(async () => {
+    server?.closeAllConnections();
+    await new Promise((done) => server?.close(done) ?? done(undefined));
+    server = undefined;
+  });
+
+  /**
+   * The app's order (app.ts): the early shed first, then the headers every answer gets, the error
+   * renderer and the doors. `/token` is known to the early shed; `/plain` is a door it does not know,
+   * so it sheds through the whole chain, for comparison.
+   */
+  async function app() {
+    const metrics = new PromMetrics();
+    const admission = admissionControl({ max: 1, queue: 0, queueTimeoutMs: 0, retryAfterSeconds: 3 }, metrics, silentLogger);
+    const parked: (() => void)[] = [];
+    const koa = new Koa();
+    koa.use(admission.shedEarly((path) => (path === '/token' ? 'token' : undefined), 1_024));
+    koa.use(async (ctx, next) => {
+      ctx.set('X-Request-Id', 'from-the-chain');
+      ctx.set('X-Content-Type-Options', 'nosniff');
+      await next();
+    });
+    koa.use(renderErrors(silentLogger));
+    koa.use(receiveBodyFirst(1_024));
+    const token = admission.door('token');
+    const plain = admission.door('plain');
+    koa.use((ctx, next) => (ctx.path === '/token' ? token(ctx, next) : plain(ctx, next)));
+    koa.use(async (ctx) => {
+      await new Promise<void>((resume) => parked.push(resume));
+      ctx.body = { body: await readBodyText(ctx, 1_024) };
+    });
+    server = createServer(koa.callback());
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    return { metrics, parked, port: (server.address() as AddressInfo).port };
+  }
+
+  function post(port: number, path: string, body: string, headers: Record<string, string> = {}) {
+    return new Promise<{ status: number; headers: Record<string, unknown>; body: string }>((done, fail) => {
+      const req = request({ host: '127.0.0.1', port, method: 'POST', path, headers: { 'content-length': Buffer.byteLength(body), connection: 'close', ...headers } }, (res) => {
+        let text = '';
+        res.setEncoding('utf8').on('data', (chunk: string) => (text += chunk));
+        res.once('end', () => done({ status: res.statusCode!, headers: res.headers, body: text }));
+      });
+      req.once('error', fail);
+      req.end(body);
+    });
+  }
+
+  it('answers exactly what the door would, counted under the door, and lets requests through while a slot is free', async () => {
+    const { metrics, parked, port } = await app();
+    const busy = post(port, '/token', 'a=1');
+    await expect.poll(() => parked.length).toBe(1);
+
+    const early = await post(port, '/token', 'b=2');
+    const late = await post(port, '/plain', 'c=3');
+    const comparable = (headers: Record<string, unknown>) => {
+      const { date: _date, 'x-request-id': requestId, ...rest } = headers;
+      expect(requestId).toEqual(expect.any(String));
+      return rest;
+    };
+    expect(early.status).toBe(503);
+    expect(early.body).toBe(late.body);
+    expect(comparable(early.headers)).toEqual(comparable(late.headers));
+    expect(early.headers).toMatchObject({ 'retry-after': '3', 'cache-control': 'no-store', pragma: 'no-cache', 'x-content-type-options': 'nosniff' });
+    // Its own request id, never the chain's (which it skips); a caller's acceptable one is kept.
+    expect(early.headers['x-request-id']).not.toBe('from-the-chain');
+    expect((await post(port, '/token', 'd=4', { 'x-request-id': 'req-42' })).headers['x-request-id']).toBe('req-42');
+
+    parked.shift()!();
+    await expect(busy).resolves.toMatchObject({ status: 200, body: '{"body":"a=1"}' });
+    // A slot is free again: the early shed lets the next request through to its door.
+    const next = post(port, '/token', 'e=5');
+    await expect.poll(() => parked.length).toBe(1);
+    parked.shift()!();
+    await expect(next).resolves.toMatchObject({ status: 200, body: '{"body":"e=5"}' });
+    const { body } = await metrics.exposition();
+    expect(body).toContain('tessera_requests_shed_total{endpoint="token",reason="queue_full"} 2');
+    expect(body).toContain('tessera_requests_shed_total{endpoint="plain",reason="queue_full"} 1');
+  });
+});
+
 describe('receiveBodyFirst before admissionControl', () => {
   let server: Server | undefined;
   afterEach(async () => {
@@ -180,7 +264,7 @@ describe('receiveBodyFirst before admissionControl', () => {
     const app = new Koa();
     app.use(renderErrors(silentLogger));
     app.use(receiveBodyFirst(maxBytes));
-    app.use(admissionControl({ max: 1, queue: 0, queueTimeoutMs: 0, retryAfterSeconds: 1 }, metrics, silentLogger)('token'));
+    app.use(admissionControl({ max: 1, queue: 0, queueTimeoutMs: 0, retryAfterSeconds: 1 }, metrics, silentLogger).door('token'));
     app.use(async (ctx) => {
       ctx.body = { body: await readBodyText(ctx, maxBytes), again: await readBodyText(ctx, maxBytes) };
     });

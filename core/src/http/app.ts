@@ -12,6 +12,7 @@ import type { TokenResponse } from '../oauth/token-response.js';
 import type { Readiness } from './drain.js';
 import { runReadinessChecks, type ReadinessCheck } from './readiness.js';
 import { receiveBodyFirst } from './body-text.js';
+import type { AdmissionControl } from './load-shedding.js';
 import { traceRequests } from './request-span.js';
 import { readFormBody } from './form-body.js';
 import { readJsonParameters } from './json-body.js';
@@ -40,7 +41,7 @@ export interface HttpAppDeps {
   /** The kill-switch admin API, when `admin.clients` names someone. */
   readonly adminRevocations?: AdminRevocationsEndpoint;
   /** Admission control (`limits.inFlight`) for a door that does work, once its body is in; probes, keys and metadata never pass it. */
-  readonly admit: (endpoint: string) => Middleware;
+  readonly admit: AdmissionControl;
 }
 
 /** HTTP surface: transport rules only. Every front door hands its parameters to the one token endpoint. */
@@ -51,6 +52,12 @@ export function createHttpApp(deps: HttpAppDeps): Koa {
   const router = new Router();
   // The body comes in before the slot is taken: a slow upload holds its connection, never an in-flight slot.
   const bodyFirst = receiveBodyFirst(deps.maxBodyBytes);
+  /** The admission-controlled doors by path, for the early shed. */
+  const doors = new Map<string, string>();
+  const door = (path: string, endpoint: string, handler: Middleware) => {
+    doors.set(path, endpoint);
+    router.all(path, bodyFirst, deps.admit.door(endpoint), handler);
+  };
 
   const postOnly = (ctx: Context) => {
     if (ctx.method !== 'POST') {
@@ -77,7 +84,7 @@ export function createHttpApp(deps: HttpAppDeps): Koa {
     };
 
   if (deps.endpoints.token.enabled) {
-    router.all(`${base}/token`, bodyFirst, deps.admit('token'), frontDoor('token', (ctx) => readFormBody(ctx, deps.maxBodyBytes)));
+    door(`${base}/token`, 'token', frontDoor('token', (ctx) => readFormBody(ctx, deps.maxBodyBytes)));
     // RFC 8414 metadata describes the OAuth token endpoint, so it is published with it.
     router.get(`/.well-known/oauth-authorization-server${base}`, (ctx) => {
       ctx.set('Cache-Control', 'public, max-age=300');
@@ -86,7 +93,7 @@ export function createHttpApp(deps: HttpAppDeps): Koa {
   }
   if (deps.endpoints.revocation.enabled) {
     // RFC 7009 §2.1: the token endpoint's transport (form body, size cap, one value per parameter).
-    router.all(`${base}/revoke`, bodyFirst, deps.admit('revoke'), async (ctx) => {
+    door(`${base}/revoke`, 'revoke', async (ctx) => {
       ctx.set('Cache-Control', 'no-store');
       ctx.set('Pragma', 'no-cache');
       await deps.revocationEndpoint.handle(async () => {
@@ -99,7 +106,7 @@ export function createHttpApp(deps: HttpAppDeps): Koa {
   }
   if (deps.endpoints.introspection.enabled) {
     // RFC 7662 §2.1: a form POST like the token endpoint's; the answer describes a token, so it is never cached.
-    router.all(`${base}/introspect`, bodyFirst, deps.admit('introspect'), async (ctx) => {
+    door(`${base}/introspect`, 'introspect', async (ctx) => {
       ctx.set('Cache-Control', 'no-store');
       ctx.set('Pragma', 'no-cache');
       ctx.body = await deps.introspectionEndpoint.handle(async () => {
@@ -109,10 +116,9 @@ export function createHttpApp(deps: HttpAppDeps): Koa {
     });
   }
   if (deps.endpoints.jsonExchange.enabled) {
-    router.all(
+    door(
       `${base}${deps.endpoints.jsonExchange.path}`,
-      bodyFirst,
-      deps.admit('json-exchange'),
+      'json-exchange',
       frontDoor('json-exchange', async (ctx) => {
         const parameters = await readJsonParameters(ctx, deps.maxBodyBytes);
         // This door speaks token exchange only; grant_type may be left out.
@@ -125,10 +131,9 @@ export function createHttpApp(deps: HttpAppDeps): Koa {
   }
   const spiffe = deps.endpoints.spiffeExchange;
   if (spiffe.enabled) {
-    router.all(
+    door(
       `${base}${spiffe.path}`,
-      bodyFirst,
-      deps.admit('spiffe-exchange'),
+      'spiffe-exchange',
       frontDoor(
         'spiffe-exchange',
         async (ctx) => spiffeExchangeParameters(await readJsonParameters(ctx, deps.maxBodyBytes), spiffe, ctx.get('authorization') !== ''),
@@ -168,6 +173,8 @@ export function createHttpApp(deps: HttpAppDeps): Koa {
     ctx.body = { status: report.ready ? 'ready' : 'unavailable', checks: report.checks };
   });
 
+  // First: under overload most requests end here, at the cost of little more than their HTTP parsing.
+  app.use(deps.admit.shedEarly((path) => doors.get(path), deps.maxBodyBytes));
   app.use(traceRequests);
   app.use(async (ctx, next) => {
     ctx.set('X-Content-Type-Options', 'nosniff');

@@ -6,7 +6,7 @@ import { InvalidRequest } from '@tessera/plugin-sdk';
 // A leading byte-order mark is dropped (RFC 8259 §8.1 lets a parser ignore it), as the previous reader did.
 const UTF8 = new TextDecoder('utf-8', { fatal: true });
 
-type Received = { readonly bytes: Buffer } | { readonly refused: InvalidRequest };
+export type Received = { readonly bytes: Buffer } | { readonly refused: InvalidRequest };
 
 /**
  * One read per request. A stream can be read only once: a second reader would find it ended and refuse a
@@ -14,8 +14,8 @@ type Received = { readonly bytes: Buffer } | { readonly refused: InvalidRequest 
  */
 const received = new WeakMap<IncomingMessage, Promise<Received>>();
 
-/** Reads the raw request body once, at most `maxBytes` (the announced Content-Length is checked first). */
-function receive(ctx: Context, maxBytes: number): Promise<Received> {
+/** Reads the raw request body once, at most `maxBytes` (the announced Content-Length is checked first); never rejects. */
+export function receiveBody(ctx: Context, maxBytes: number): Promise<Received> {
   let body = received.get(ctx.req);
   if (body === undefined) {
     body = getRawBody(ctx.req, { limit: maxBytes, length: ctx.get('content-length') || undefined }).then(
@@ -39,7 +39,7 @@ function receive(ctx: Context, maxBytes: number): Promise<Received> {
  */
 export function receiveBodyFirst(maxBytes: number): Middleware {
   return async (ctx, next) => {
-    await receive(ctx, maxBytes);
+    await receiveBody(ctx, maxBytes);
     await next();
   };
 }
@@ -54,7 +54,7 @@ export async function readBodyText(ctx: Context, maxBytes: number): Promise<stri
   if (encoding && encoding.toLowerCase() !== 'identity') {
     throw new InvalidRequest('content encoding is not supported', { status: 415, detail: 'content encoding' });
   }
-  const body = await receive(ctx, maxBytes);
+  const body = await receiveBody(ctx, maxBytes);
   if ('refused' in body) throw body.refused;
   try {
     return UTF8.decode(body.bytes);
