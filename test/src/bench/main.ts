@@ -238,6 +238,47 @@ async function coldStarts(bench: Bench, deps: TesseraBenchDeps): Promise<number[
   return runs;
 }
 
+/** The peer rows a Tessera row is compared with: the same grant, and a cold row with cold ones only. */
+function peersOf(row: Row, rows: readonly Row[]): Row[] {
+  if (row.system !== 'tessera' || !row.comparable) return [];
+  const cold = row.scenario.includes('cold');
+  return rows.filter((other) => other.system !== 'tessera' && other.comparable === row.comparable && other.scenario.includes('cold') === cold);
+}
+
+/** Peers Tessera is to beat on the comparable grant, by how much (issue targets). */
+const PEER_TARGETS: Readonly<Record<string, number>> = { keycloak: 5, 'oidc-provider': 2 };
+
+/** Each target the harness can check, with what this run measured: `met` or `MISSED`, never left out. */
+function targets({ crypto, rows, halfPeak, cold, scaling, koa }: Pick<Report, 'crypto' | 'rows' | 'halfPeak' | 'cold' | 'scaling'> & { koa: number }): string[] {
+  const lines = ['targets:'];
+  const check = (what: string, measured: string, met: boolean | undefined) => lines.push(`- ${met === undefined ? 'not measured' : met ? 'met' : 'MISSED'}: ${what}: ${measured}`);
+  const row = (scenario: string) => rows.find((candidate) => candidate.scenario === scenario);
+  const coldRow = row('tessera: cold exchange');
+  const coldWork = CRYPTO_WORK['tessera: cold exchange']!;
+  const coldBound = cryptoBound(crypto, coldWork.verifies, coldWork.signs).node;
+  check('cold exchange >= 70% of the crypto bound', coldRow ? `${coldRow.median.perSecond.toFixed(0)}/s of ${coldBound.toFixed(0)}/s = ${((coldRow.median.perSecond / coldBound) * 100).toFixed(0)}%` : '-', coldRow && coldRow.median.perSecond >= 0.7 * coldBound);
+  const warmRow = row('tessera: warm exchange');
+  check('warm exchange >= 60% of the Koa ceiling', warmRow ? `${warmRow.median.perSecond.toFixed(0)}/s of ${koa.toFixed(0)}/s = ${((warmRow.median.perSecond / koa) * 100).toFixed(0)}%` : '-', warmRow && warmRow.median.perSecond >= 0.6 * koa);
+  for (const tessera of rows.filter((candidate) => candidate.system === 'tessera')) {
+    for (const peer of peersOf(tessera, rows)) {
+      const factor = PEER_TARGETS[peer.system];
+      if (factor === undefined) continue;
+      const ratio = tessera.median.perSecond / peer.median.perSecond;
+      check(`${tessera.scenario} >= ${factor}x ${peer.scenario}`, `${ratio.toFixed(2)}x`, ratio >= factor);
+    }
+  }
+  for (const [scenario, measured] of Object.entries(halfPeak).filter(([scenario]) => scenario.startsWith('tessera'))) {
+    check(`p99 < 5 ms at half of peak, ${scenario}`, `${measured.p99.toFixed(2)} ms`, measured.p99 < 5);
+  }
+  const rss = Math.max(0, ...rows.filter((candidate) => candidate.system.startsWith('tessera')).map((candidate) => candidate.rssMiB));
+  check('steady RSS < 150 MB per Tessera process (default heap)', `${rss.toFixed(0)} MiB at most`, rss > 0 ? rss * 2 ** 20 < 150e6 : undefined);
+  const coldStartMs = [...cold].sort((a, b) => a - b)[Math.floor(cold.length / 2)];
+  check('cold start < 1 s (median)', coldStartMs === undefined ? '-' : `${coldStartMs.toFixed(0)} ms`, coldStartMs === undefined ? undefined : coldStartMs < 1000);
+  const spare = availableParallelism() >= 3;
+  check(`2 workers >= 1.8x one worker${spare ? '' : ' (no core is left for the load generator here)'}`, scaling?.ratio === undefined ? (scaling?.skipped ?? '-') : `${scaling.ratio.toFixed(2)}x`, scaling?.ratio === undefined ? undefined : scaling.ratio >= 1.8);
+  return lines;
+}
+
 interface Report {
   readonly crypto: CryptoRates;
   readonly rows: readonly Row[];
@@ -252,7 +293,6 @@ interface Report {
 async function report({ crypto, rows, halfPeak, cold, scaling, unavailable, systems, bench }: Report): Promise<void> {
   const koa = rows.find((row) => row.system === 'koa')!.median.perSecond;
   const percent = (part: number, whole: number) => `${((part / whole) * 100).toFixed(0)}%`;
-  const tesseraFor = (comparable: string) => rows.find((row) => row.system === 'tessera' && row.comparable === comparable && !row.scenario.includes('cold'));
   const lines: string[] = [];
   const pinning = bench.serverCpu === undefined ? 'not pinned (taskset missing or one core)' : `servers on core ${bench.serverCpu}, load generator on core ${bench.generatorCpu}`;
   lines.push(`${ROUNDS} interleaved rounds of ${SECONDS} s (median shown), ${CONCURRENCY} connections, vegeta on loopback, ${pinning}`);
@@ -263,8 +303,7 @@ async function report({ crypto, rows, halfPeak, cold, scaling, unavailable, syst
   for (const row of rows) {
     const work = CRYPTO_WORK[row.scenario];
     const bound = work ? cryptoBound(crypto, work.verifies, work.signs).node : undefined;
-    const peers = row.system === 'tessera' && row.comparable ? rows.filter((other) => other.comparable === row.comparable && other.system !== 'tessera' && !other.scenario.includes('cold') === !row.scenario.includes('cold')) : [];
-    const versus = peers.map((peer) => `${(row.median.perSecond / peer.median.perSecond).toFixed(1)}x ${peer.system}`).join(', ');
+    const versus = peersOf(row, rows).map((peer) => `${(row.median.perSecond / peer.median.perSecond).toFixed(1)}x ${peer.system}`).join(', ');
     lines.push(
       `| ${row.scenario} | ${row.median.perSecond.toFixed(0)} | ${row.median.p50.toFixed(2)} | ${row.median.p99.toFixed(2)} | ${row.median.p999.toFixed(2)} | ${row.cpuMsPerRequest.toFixed(3)} | ${row.rssMiB.toFixed(0)} | ${percent(row.median.perSecond, koa)} | ${bound ? percent(row.median.perSecond, bound) : ''} | ${versus} |`,
     );
@@ -285,13 +324,8 @@ async function report({ crypto, rows, halfPeak, cold, scaling, unavailable, syst
   if (cold.length > 0) lines.push(`cold start (process start to first successful exchange): ${[...cold].sort((a, b) => a - b).map((ms) => `${ms.toFixed(0)} ms`).join(', ')}`);
   if (scaling) lines.push(...scaling.lines);
   for (const [what, reason] of Object.entries(unavailable)) lines.push(`${what}: not measured: ${reason}`);
-  for (const comparable of ['client_credentials', 'token_exchange']) {
-    const tessera = tesseraFor(comparable);
-    if (!tessera) continue;
-    for (const peer of rows.filter((row) => row.system !== 'tessera' && row.comparable === comparable && !row.scenario.includes('cold'))) {
-      lines.push(`ratio: ${tessera.scenario} = ${(tessera.median.perSecond / peer.median.perSecond).toFixed(2)}x ${peer.scenario}`);
-    }
-  }
+  lines.push('');
+  lines.push(...targets({ crypto, rows, halfPeak, cold, scaling, koa }));
   lines.push(`systems: ${systems.map((system) => system.version).join('; ')}`);
   process.stdout.write(`${lines.join('\n')}\n`);
   const date = new Date().toISOString();
