@@ -28,6 +28,7 @@ import { storeAnswer } from '../state/unavailable.js';
 import { hashClientSecret, parseScryptHash, verifyClientSecret, type ScryptHash } from './client-secret.js';
 import type { TokenRequest } from './request.js';
 import { inSpan } from '../telemetry/tracing.js';
+import { CallBudget } from './call-budget.js';
 
 type ClientAuthOptions = BrokerConfig['clientAuth'];
 
@@ -245,18 +246,14 @@ export class ClientAuthenticator {
     const verifier = this.deps.assertionVerifiers?.get(type);
     if (!verifier) throw new InvalidClient(undefined, { detail: 'client_auth: unsupported client_assertion_type' });
     const now = this.deps.clock.now();
-    const budget = AbortSignal.timeout(this.deps.verificationTimeoutMs ?? 5_000);
     // The same guards as subject validation: a budget even for a plugin that ignores the signal, and a
     // shape check, so a faulty plugin fails closed as invalid_client instead of a 500.
-    const timedOut = new Promise<never>((_, reject) =>
-      budget.addEventListener('abort', () => reject(new TemporarilyUnavailable('client verification timed out, retry later', { detail: 'client_auth: verification timeout' })), { once: true }),
-    );
-    timedOut.catch(() => undefined);
+    const budget = new CallBudget(this.deps.verificationTimeoutMs ?? 5_000, () => new TemporarilyUnavailable('client verification timed out, retry later', { detail: 'client_auth: verification timeout' }));
     let identity: VerifiedIdentity;
     try {
       const verified = await Promise.race([
-        verifier.verify(assertion, { role: 'client', tokenType: type as TokenTypeUrn, brokerIssuer: this.deps.broker.issuer, tokenEndpoint: this.deps.broker.tokenEndpoint, now, signal: budget }),
-        timedOut,
+        verifier.verify(assertion, { role: 'client', tokenType: type as TokenTypeUrn, brokerIssuer: this.deps.broker.issuer, tokenEndpoint: this.deps.broker.tokenEndpoint, now, signal: budget.signal }),
+        budget.expired,
       ]);
       identity = checkIdentity(verified, { tokenType: type, now, clockSkewSeconds: verifier.clockSkewSeconds, brokerAudiences: audiences });
     } catch (error) {
@@ -265,6 +262,8 @@ export class ClientAuthenticator {
       if (!(error instanceof OAuthError)) this.deps.log?.error({ err: error, assertionType: type }, 'client assertion verifier plugin fault');
       const reason = error instanceof OAuthError ? (error.detail ?? error.code) : 'verifier plugin fault';
       throw new InvalidClient(undefined, { detail: `client_auth: assertion rejected (${reason})` });
+    } finally {
+      budget.end();
     }
     const id = identity.subject;
     const config = this.#workloadClient(id);

@@ -30,6 +30,7 @@ import type { PolicyDecision, PolicyEngine, PolicyRequest, RuleExplanation } fro
 import { KillSwitchQuery, type KillSwitch } from '../state/kill-switch.js';
 import { errorCode, inSpan, markFailed, tracer } from '../telemetry/tracing.js';
 import { VerifiedTokenCache } from './verified-token-cache.js';
+import { CallBudget } from './call-budget.js';
 
 /** RFC 8693 §2.2.2: one fixed description for every kill-switch refusal; the audit record names the entry kind. */
 export const REVOKED_PARTY = 'a party to this request has been revoked';
@@ -140,20 +141,15 @@ export class ExchangePipeline {
     client: AuthenticatedClient | undefined,
     brokerAudienceOnly: boolean,
   ): Promise<VerifiedIdentity> {
-    const budget = AbortSignal.timeout(this.deps.validationTimeoutMs);
-    const timedOut = new Promise<never>((_, reject) => {
-      budget.addEventListener('abort', () => reject(new TemporarilyUnavailable('token validation timed out, retry later', { detail: `${role} validation timeout` })), {
-        once: true,
-      });
-    });
-    timedOut.catch(() => undefined);
+    const budget = new CallBudget(this.deps.validationTimeoutMs, () => new TemporarilyUnavailable('token validation timed out, retry later', { detail: `${role} validation timeout` }));
+    const timedOut = budget.expired;
     const ctx: ValidationContext = {
       role,
       tokenType: tokenType as TokenTypeUrn,
       brokerIssuer: this.deps.broker.issuer,
       tokenEndpoint: this.deps.broker.tokenEndpoint,
       now: this.deps.clock.now(),
-      signal: budget,
+      signal: budget.signal,
       ...(brokerAudienceOnly ? { brokerAudienceOnly: true } : {}),
       ...(client ? { client } : {}),
     };
@@ -173,6 +169,8 @@ export class ExchangePipeline {
       return await Promise.race([this.#enrich(identity, ctx), timedOut]);
     } catch (error) {
       throw this.#roleError(error, role, tokenType);
+    } finally {
+      budget.end();
     }
   }
 
@@ -308,12 +306,16 @@ export class ExchangePipeline {
     const { issuer, requestedTokenType, now } = decision;
     const issuerPlugin = this.deps.issuers.pluginOf(requestedTokenType) ?? 'unknown';
     const issued = await inSpan(`issue ${issuerPlugin}`, { 'tessera.plugin': issuerPlugin, 'tessera.token_type': requestedTokenType }, async () => {
+      // Only the signal: an issuer that ignores it is not raced (what it signs must not be dropped halfway).
+      const budget = new CallBudget(this.deps.validationTimeoutMs, () => new TemporarilyUnavailable('token issuance timed out, retry later', { detail: 'issue timeout' }));
       try {
-        return await issuer.issue(decision.grant, { brokerIssuer: this.deps.broker.issuer, now, signal: AbortSignal.timeout(this.deps.validationTimeoutMs) });
+        return await issuer.issue(decision.grant, { brokerIssuer: this.deps.broker.issuer, now, signal: budget.signal });
       } catch (error) {
         if (error instanceof OAuthError) throw error;
         this.deps.log.error({ err: error, plugin: issuerPlugin }, 'issuer plugin fault');
         throw new ServerError(undefined, { detail: 'issuer plugin fault' });
+      } finally {
+        budget.end();
       }
     });
     // Fail closed if an issuer would outlive what policy granted.
