@@ -8,7 +8,6 @@ import type { BrokerConfig } from '../config/schema.js';
 import { createLogger } from '../logging.js';
 import { KillSwitch, killSwitchTargetProblem, MAX_KILL_SWITCH_SECONDS, type KillSwitchTarget } from '../state/kill-switch.js';
 import { auditEntry, entryJson } from '../state/kill-switch-admin.js';
-import { RedisStateStore } from '../state/redis-store.js';
 
 /** A usage problem: the caller prints it with the command's usage and exits 2. */
 export class RevocationUsageError extends Error {}
@@ -110,6 +109,7 @@ async function withKillSwitch(
     return 1;
   }
   const log = createLogger('silent');
+  const { RedisStateStore } = await import('../state/redis-store.js');
   const store = await RedisStateStore.open(config.store, log);
   const audit = await openAuditSink({ ...config.audit, destination: 'stderr' }, loaded.baseDir, log);
   const started = performance.now();

@@ -3,12 +3,13 @@ import { ConfigError } from '../config/errors.js';
 import type { BrokerConfig } from '../config/schema.js';
 import type { StoreConfig } from '../config/store-schema.js';
 import { MemoryStateStore } from './memory-store.js';
-import { RedisStateStore } from './redis-store.js';
 import type { StateStore } from './store.js';
 
 /** The store `store:` configures. A Redis that is down does not stop startup: the broker starts not ready. */
 export async function openStateStore(config: StoreConfig, deps: { clock: Clock; log?: Logger }): Promise<StateStore> {
   if (config.kind === 'memory') return new MemoryStateStore(deps.clock);
+  // Loaded only here: ioredis is a tenth of a memory-store broker's start-up otherwise (docs/performance.md).
+  const { RedisStateStore } = await import('./redis-store.js');
   return RedisStateStore.open(config, deps.log?.child({ component: 'store' }));
 }
 
